@@ -1,0 +1,66 @@
+# faceid - build, test, sanitize, install.
+# `make` builds build/faceid/core.so; `make test` runs the busted suite under
+# Lua 5.4; `make sanitize` rebuilds with ASan+UBSan and runs the whole suite.
+# LuaRocks drives this file too (faceid-scm-1.rockspec, build type "make").
+
+LUA        ?= lua5.4
+BUSTED     ?= /usr/bin/busted
+LUA_INCDIR ?= /usr/include/lua5.4
+CFLAGS     ?= -O2
+LIBFLAG    ?= -shared
+SEED       ?= 20181129
+BUILD      ?= build
+
+PKG_CFLAGS := $(shell pkg-config --cflags openblas stb)
+PKG_LIBS   := $(shell pkg-config --libs openblas stb) -lm
+WARN       := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+ALL_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC $(WARN) $(CFLAGS) \
+              -I$(LUA_INCDIR) $(PKG_CFLAGS)
+
+SRC    := $(sort $(wildcard csrc/*.c))
+HDR    := $(wildcard csrc/*.h)
+OBJ    := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRC))
+MODULE := $(BUILD)/faceid/core.so
+
+BUSTED_ARGS := --lpath='lua/?.lua;lua/?/init.lua;spec/?.lua' \
+               --cpath='$(BUILD)/?.so' --seed=$(SEED) -o spec/summary_output.lua
+
+.PHONY: all test sanitize demo bench install clean check-deps
+all: $(MODULE)
+
+$(BUILD)/obj/%.o: csrc/%.c $(HDR) | check-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(MODULE): $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(PKG_LIBS)
+
+check-deps:
+	@pkg-config --exists openblas stb || { echo "faceid: needs Debian packages libopenblas-dev libstb-dev pkg-config (see README)"; exit 1; }
+	@test -f $(LUA_INCDIR)/lua.h || { echo "faceid: needs liblua5.4-dev ($(LUA_INCDIR)/lua.h not found)"; exit 1; }
+
+test: $(MODULE)
+	$(LUA) $(BUSTED) $(BUSTED_ARGS) spec
+
+# ASan+UBSan: lua5.4 itself is not instrumented, so the ASan runtime is preloaded.
+SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+sanitize:
+	$(MAKE) BUILD=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	FACEID_SANITIZE=1 $(LUA) $(BUSTED) $(subst $(BUILD),build-san,$(BUSTED_ARGS)) spec
+
+demo: $(MODULE)
+	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' $(LUA) examples/demo.lua
+
+# LuaRocks install step (INST_* come from the rockspec)
+install: $(MODULE)
+	mkdir -p $(INST_LIBDIR)/faceid $(INST_LUADIR)/faceid
+	cp $(MODULE) $(INST_LIBDIR)/faceid/core.so
+	cp lua/faceid/*.lua $(INST_LUADIR)/faceid/
+
+clean:
+	rm -rf build build-san

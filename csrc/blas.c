@@ -1,0 +1,86 @@
+/* blas.c - matrix products: the only file that includes <cblas.h>, plus
+ * the naive triple loop every fast path is tested against.
+ */
+#include "faceid.h"
+
+#include <cblas.h>
+#include <stdio.h>
+
+void fid_gemm(int transa, int transb, size_t M, size_t N, size_t K, float alpha,
+              const float *A, size_t lda, const float *B, size_t ldb, float beta,
+              float *C, size_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
+                transb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
+                alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+void fid_gemm_naive(int transa, int transb, size_t M, size_t N, size_t K, float alpha,
+                    const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                    float *C, size_t ldc)
+{
+    for (size_t i = 0; i < M; i++) {
+        for (size_t j = 0; j < N; j++) {
+            double s = 0.0;
+            for (size_t k = 0; k < K; k++) {
+                float a = transa ? A[k * lda + i] : A[i * lda + k];
+                float b = transb ? B[j * ldb + k] : B[k * ldb + j];
+                s += (double)a * b;
+            }
+            /* beta == 0 overwrites, so NaN garbage in C does not leak through */
+            C[i * ldc + j] = (float)(alpha * s + (beta == 0.0f ? 0.0 : (double)beta * C[i * ldc + j]));
+        }
+    }
+}
+
+/* how a 2-D view maps onto a BLAS operand: row-major with leading dimension
+   *ld, transposed or not; 0 when neither stride is unit */
+static int gemm_layout(const fid_tensor *t, int *trans, size_t *ld)
+{
+    size_t r = t->size[0], c = t->size[1];
+    ptrdiff_t s0 = t->stride[0], s1 = t->stride[1];
+    if ((c == 1 || s1 == 1) && (r == 1 || s0 >= (ptrdiff_t)c)) {
+        *trans = 0;
+        *ld = r == 1 ? c : (size_t)s0;
+        return 1;
+    }
+    if ((r == 1 || s0 == 1) && (c == 1 || s1 >= (ptrdiff_t)r)) {
+        *trans = 1;
+        *ld = c == 1 ? r : (size_t)s1;
+        return 1;
+    }
+    return 0;
+}
+
+int fid_tensor_matmul(fid_tensor *out, const fid_tensor *a, const fid_tensor *b,
+                      int naive, char *err)
+{
+    int ta, tb, to;
+    size_t lda, ldb, ldo;
+    if (a->ndim != 2 || b->ndim != 2 || out->ndim != 2 || a->size[1] != b->size[0] ||
+        out->size[0] != a->size[0] || out->size[1] != b->size[1]) {
+        char sa[64], sb[64];
+        fid_shape_str(sa, sizeof sa, a->ndim, a->size);
+        fid_shape_str(sb, sizeof sb, b->ndim, b->size);
+        snprintf(err, FID_ERRMAX, "cannot multiply %s by %s", sa, sb);
+        return FID_EARG;
+    }
+    if (!gemm_layout(a, &ta, &lda) || !gemm_layout(b, &tb, &ldb) ||
+        !gemm_layout(out, &to, &ldo) || to) {
+        snprintf(err, FID_ERRMAX, "operands need one unit stride (make them contiguous)");
+        return FID_EARG;
+    }
+    (naive ? fid_gemm_naive : fid_gemm)(ta, tb, a->size[0], b->size[1], a->size[1], 1.0f,
+                                        a->data, lda, b->data, ldb, 0.0f, out->data, ldo);
+    return FID_OK;
+}
+
+void fid_set_num_threads(int n)
+{
+    openblas_set_num_threads(n);
+}
+
+int fid_get_num_threads(void)
+{
+    return openblas_get_num_threads();
+}

@@ -1,0 +1,27 @@
+--- faceid: train your own FaceID ConvNet.
+-- The facade over the C core (faceid.core): tensors, generators, safetensors
+-- I/O and threads come from C; the submodules (faceid.image, and later data,
+-- pairs, augment, schedule, train, metrics) are loaded on first use.
+local core = require("faceid.core")
+
+local M = {}
+for k, v in pairs(core) do
+  M[k] = v
+end
+M._VERSION = core._VERSION
+M.core = core
+
+local submodules = {
+  image = true,
+}
+
+return setmetatable(M, {
+  __index = function(t, k)
+    if submodules[k] then
+      local mod = require("faceid." .. k)
+      rawset(t, k, mod)
+      return mod
+    end
+    return nil
+  end,
+})
