@@ -1,0 +1,67 @@
+-- spec/helper.lua - shared test helpers: the face data folder, temporary
+-- paths, and naive references. Specs load it with require("helper").
+local M = {}
+
+--- Directory of the shared face data (../shared/data, or $FACEID_DATA).
+M.data_root = os.getenv("FACEID_DATA") or "../shared/data"
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then
+    f:close()
+    return true
+  end
+  return false
+end
+M.exists = exists
+
+--- Path of a data set folder (e.g. "att_faces"), or nil when it is absent.
+-- `probe` is a file inside it that must exist.
+function M.data_dir(name, probe)
+  local dir = M.data_root .. "/" .. name
+  if exists(dir .. "/" .. (probe or "DATA.md")) then
+    return dir
+  end
+  return nil
+end
+
+--- Inside an `it`: returns the folder, or marks the test pending with a
+-- clear message when the shared data is missing (a fresh checkout).
+function M.need_data(name, probe)
+  local dir = M.data_dir(name, probe)
+  if not dir then
+    pending(("needs the %s face data in %s (absent here)"):format(name, M.data_root))
+  end
+  return dir
+end
+
+--- A fresh temporary directory; removed by M.rmtree.
+function M.tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  assert(os.execute("mkdir -p '" .. name .. "'"))
+  return name
+end
+
+function M.rmtree(dir)
+  assert(dir:match("^/tmp/"), "refusing to remove " .. dir)
+  os.execute("rm -rf '" .. dir .. "'")
+end
+
+function M.write_file(path, bytes)
+  local f = assert(io.open(path, "wb"))
+  f:write(bytes)
+  f:close()
+end
+
+function M.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- True under `make sanitize` (slow specs may shrink their sizes).
+M.sanitize = os.getenv("FACEID_SANITIZE") == "1"
+
+return M
