@@ -1,6 +1,6 @@
 --- faceid: train your own FaceID ConvNet.
 -- The facade over the C core (faceid.core): tensors, generators, safetensors
--- I/O and threads come from C; the submodules (faceid.image, and later data,
+-- I/O and threads come from C; the submodules (faceid.image, faceid.nn, and later data,
 -- pairs, augment, schedule, train, metrics) are loaded on first use.
 local core = require("faceid.core")
 
@@ -13,6 +13,7 @@ M.core = core
 
 local submodules = {
   image = true,
+  nn = true,
 }
 
 return setmetatable(M, {
