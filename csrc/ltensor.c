@@ -174,8 +174,8 @@ static int l_arange(lua_State *L)
         return luaL_error(L, "faceid.arange: start, stop and step must be finite, step non-zero");
     double count = ceil((stop - start) / step);
     if (!(count >= 1.0))
-        return luaL_error(L, "faceid.arange: empty range [%g, %g) with step %g", start, stop, step);
-    if (count > 1e12) return luaL_error(L, "faceid.arange: range of %g elements is too large", count);
+        return luaL_error(L, "faceid.arange: empty range [%f, %f) with step %f", start, stop, step);
+    if (count > 1e12) return luaL_error(L, "faceid.arange: range of %f elements is too large", count);
     n = (size_t)count;
     fid_tensor *t = lfid_tensor_new(L, "faceid.arange", 1, &n);
     for (size_t i = 0; i < n; i++) t->data[i] = (float)(start + step * (double)i);
@@ -715,7 +715,7 @@ static int clamp(lua_State *L, int inplace)
 {
     fid_tensor *t = lfid_tensor_check(L, 1);
     float lo = (float)luaL_optnumber(L, 2, -HUGE_VAL), hi = (float)luaL_optnumber(L, 3, HUGE_VAL);
-    if (lo > hi) return luaL_error(L, "Tensor:clamp: lower bound %g above upper bound %g", lo, hi);
+    if (lo > hi) return luaL_error(L, "Tensor:clamp: lower bound %f above upper bound %f", (lua_Number)lo, (lua_Number)hi);
     fid_tensor *out = inplace ? t : lfid_tensor_like(L, "Tensor:clamp", t);
     fid_tensor_clamp(out, t, lo, hi);
     if (inplace) lua_settop(L, 1);
@@ -771,12 +771,12 @@ static int m_norm(lua_State *L)
     fid_tensor *t = lfid_tensor_check(L, 1);
     double p = luaL_optnumber(L, 2, 2.0);
     fid_reduce op;
-    (void)t;
+    (void)t; /* checked before reading p */
     if (p == 2.0) op = FID_RED_NORM2;
     else if (p == 1.0) op = FID_RED_NORM1;
     else if (isinf(p) && p > 0) op = FID_RED_NORMINF;
-    else return luaL_error(L, "Tensor:norm: p must be 1, 2 or math.huge, got %g", p);
-    lua_remove(L, 2);
+    else return luaL_error(L, "Tensor:norm: p must be 1, 2 or math.huge, got %f", p);
+    if (lua_gettop(L) >= 2) lua_remove(L, 2);
     return reduce(L, "Tensor:norm", op);
 }
 
