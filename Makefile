@@ -25,8 +25,20 @@ MODULE := $(BUILD)/faceid/core.so
 BUSTED_ARGS := --lpath='lua/?.lua;lua/?/init.lua;spec/?.lua' \
                --cpath='$(BUILD)/?.so' --seed=$(SEED) -o spec/summary_output.lua
 
-.PHONY: all test sanitize demo bench install clean check-deps
+.PHONY: all test sanitize demo bench install clean check-deps deps
 all: $(MODULE)
+
+# Debian packages the build, the tests and the demo need; `make test` and
+# `make demo` install the missing ones first (as root, or through sudo).
+DEB_PKGS := lua5.4 liblua5.4-dev luarocks lua-busted libopenblas-dev libstb-dev pkg-config gcc make
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "faceid: installing Debian packages:" $$missing; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
 
 $(BUILD)/obj/%.o: csrc/%.c $(HDR) | check-deps
 	@mkdir -p $(dir $@)
@@ -40,12 +52,13 @@ check-deps:
 	@pkg-config --exists openblas stb || { echo "faceid: needs Debian packages libopenblas-dev libstb-dev pkg-config (see README)"; exit 1; }
 	@test -f $(LUA_INCDIR)/lua.h || { echo "faceid: needs liblua5.4-dev ($(LUA_INCDIR)/lua.h not found)"; exit 1; }
 
-test: $(MODULE)
+test: deps
+	@$(MAKE) --no-print-directory $(MODULE)
 	$(LUA) $(BUSTED) $(BUSTED_ARGS) spec
 
 # ASan+UBSan: lua5.4 itself is not instrumented, so the ASan runtime is preloaded.
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-sanitize:
+sanitize: deps
 	$(MAKE) BUILD=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all
 	ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1:halt_on_error=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
@@ -53,7 +66,8 @@ sanitize:
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	FACEID_SANITIZE=1 $(LUA) $(BUSTED) $(subst $(BUILD),build-san,$(BUSTED_ARGS)) spec
 
-demo: $(MODULE)
+demo: deps
+	@$(MAKE) --no-print-directory $(MODULE)
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' $(LUA) examples/demo.lua
 
 # LuaRocks install step (INST_* come from the rockspec)

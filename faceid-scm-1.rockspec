@@ -19,11 +19,13 @@ dependencies = {
 build = {
    type = "make",
    build_variables = {
+      BUILD = "build-rock",
       CFLAGS = "$(CFLAGS)",
       LIBFLAG = "$(LIBFLAG)",
       LUA_INCDIR = "$(LUA_INCDIR)",
    },
    install_variables = {
+      BUILD = "build-rock",
       INST_LIBDIR = "$(LIBDIR)",
       INST_LUADIR = "$(LUADIR)",
       INST_BINDIR = "$(BINDIR)",

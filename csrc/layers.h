@@ -1,0 +1,185 @@
+/* layers.h - the neural-network layers of the faceid core: forward and
+ * backward kernels for conv2d, batchnorm2d, relu, max/avg pooling, global
+ * average pooling and linear, on NCHW float32 buffers.
+ *
+ * Contract (every layer)
+ *   - A layer is a pair of free functions, outputs first, read-only inputs
+ *     const: fid_X_forward(out, ..., in, params, shape[, workspace]) and
+ *     fid_X_backward(din, dparams..., dout, in, params, shape[, workspace]).
+ *   - Backward ACCUMULATES (+=) into every gradient it writes; zeroing them
+ *     is the caller's job. Any gradient pointer may be NULL: that gradient
+ *     is skipped (the first layer of a network needs no din).
+ *   - A shape struct carries the sizes. Fill its input fields, then call
+ *     its fid_X_check once: it validates everything (sizes positive, the
+ *     output not empty, products that fit a size_t and BLAS's int), fills the
+ *     derived fields (output height/width) and the default batch strides,
+ *     and returns FID_OK or FID_EARG with a message in err. The kernels
+ *     trust a checked shape and cannot fail.
+ *   - Batch strides. Activations of a dense block live in one shared buffer
+ *     (N, C_total, H, W) and a layer reads or writes a channel slice of it,
+ *     so each image of an input starts `in_nstride` elements after the
+ *     previous one (in_nstride >= C*H*W; 0 in the struct means C*H*W) and
+ *     each image of an output `out_nstride` elements after the previous
+ *     one (out_nstride >= OC*OH*OW; 0 means contiguous). Within an image the
+ *     layout is dense CHW. Buffers shaped like the input (in, din) use
+ *     in_nstride; those shaped like the output (out, dout) use out_nstride;
+ *     parameters and their gradients are always contiguous. The pointer
+ *     passed is element (0, 0, 0, 0) of the slice.
+ *   - Kernels never allocate big buffers: layers that need scratch memory
+ *     take a `workspace` of fid_X_workspace(shape) floats (NULL when 0).
+ *   - Unless stated, out must not overlap any input.
+ */
+#ifndef FACEID_LAYERS_H
+#define FACEID_LAYERS_H
+
+#include "faceid.h"
+
+/* ---- conv2d (conv.c) ---------------------------------------------------
+ * out (N, OC, OH, OW) = in (N, C, H, W) * w (OC, C, KH, KW) [+ b (OC)],
+ * zero padding, no dilation, no groups (cross-correlation, as PyTorch).
+ * OH = (H + 2*pad_h - KH) / stride_h + 1, likewise OW.
+ * Fast path: im2col + fid_gemm per image; a 1x1 stride-1 unpadded
+ * convolution is a direct gemm per image with no im2col (workspace 0).
+ */
+typedef struct fid_conv2d_shape {
+    size_t N, C, H, W;          /* input */
+    size_t OC, KH, KW;          /* weight (OC, C, KH, KW) */
+    size_t stride_h, stride_w;  /* >= 1 */
+    size_t pad_h, pad_w;        /* zero padding on both sides */
+    size_t OH, OW;              /* output: filled by fid_conv2d_check */
+    size_t in_nstride;          /* >= C*H*W; 0 -> C*H*W */
+    size_t out_nstride;         /* >= OC*OH*OW; 0 -> OC*OH*OW */
+} fid_conv2d_shape;
+
+int fid_conv2d_check(fid_conv2d_shape *s, char *err);
+/* floats of workspace the fast forward and backward need: C*KH*KW*OH*OW
+   (one image's column matrix), 0 for a 1x1 stride-1 unpadded conv */
+size_t fid_conv2d_workspace(const fid_conv2d_shape *s);
+/* out (N, OC, OH, OW); in (N, C, H, W); w (OC, C, KH, KW); b (OC) or NULL */
+void fid_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                        const fid_conv2d_shape *s, float *workspace);
+/* din (N, C, H, W) += dL/din; dw (OC, C, KH, KW) += dL/dw; db (OC) += dL/db;
+   dout (N, OC, OH, OW); any of din, dw, db may be NULL */
+void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
+                         const float *in, const float *w, const fid_conv2d_shape *s,
+                         float *workspace);
+/* the direct-loop twins (double accumulation, no workspace), for tests */
+void fid_conv2d_forward_naive(float *out, const float *in, const float *w, const float *b,
+                              const fid_conv2d_shape *s);
+void fid_conv2d_backward_naive(float *din, float *dw, float *db, const float *dout,
+                               const float *in, const float *w, const fid_conv2d_shape *s);
+
+/* ---- batchnorm2d (batchnorm.c) -----------------------------------------
+ * Per channel c, over the M = N*H*W values of that channel:
+ *   training: mean = sum(x) / M, var = sum((x - mean)^2) / M (biased),
+ *             y = (x - mean) / sqrt(var + eps) * gamma + beta, and
+ *             running_mean = (1 - momentum) * running_mean + momentum * mean,
+ *             running_var  = (1 - momentum) * running_var
+ *                            + momentum * var * M / (M - 1)   (unbiased),
+ *             exactly as PyTorch's BatchNorm2d (with M == 1 the unbiased
+ *             correction is skipped; PyTorch refuses M == 1 in training).
+ *   eval:     y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
+ * Sums are accumulated in double.
+ */
+typedef struct fid_batchnorm2d_shape {
+    size_t N, C, H, W;
+    size_t in_nstride;          /* >= C*H*W; 0 -> C*H*W */
+    size_t out_nstride;         /* >= C*H*W; 0 -> C*H*W */
+    float eps;                  /* > 0, PyTorch's default 1e-5 */
+    float momentum;             /* in [0, 1], PyTorch's default 0.1 */
+} fid_batchnorm2d_shape;
+
+int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err);
+/* out (N, C, H, W) may be `in` itself (same pointer, same stride) but must
+   not overlap it otherwise. mean, invstd (C): saved for backward: the batch
+   mean and 1/sqrt(var + eps) in training, the running ones in eval.
+   running_mean, running_var (C): updated in training (NULL: not tracked),
+   read in eval (required). gamma, beta (C): NULL means 1 and 0. */
+void fid_batchnorm2d_forward(float *out, float *mean, float *invstd, float *running_mean,
+                             float *running_var, const float *in, const float *gamma,
+                             const float *beta, const fid_batchnorm2d_shape *s, int training);
+/* din (N, C, H, W) += dL/din; dgamma, dbeta (C) += ...; dout (N, C, H, W);
+   in: the forward input; mean, invstd: what the forward saved; `training`
+   as in the forward (training differentiates through the batch statistics,
+   eval treats them as constants). din must not overlap dout. */
+void fid_batchnorm2d_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                              const float *in, const float *gamma, const float *mean,
+                              const float *invstd, const fid_batchnorm2d_shape *s, int training);
+
+/* ---- relu (activation.c) -----------------------------------------------
+ * Elementwise on N items of D floats each (D = C*H*W for images, features
+ * for vectors). y = max(x, 0); NaN stays NaN.
+ */
+typedef struct fid_relu_shape {
+    size_t N, D;
+    size_t in_nstride;          /* >= D; 0 -> D */
+    size_t out_nstride;         /* >= D; 0 -> D */
+} fid_relu_shape;
+
+int fid_relu_check(fid_relu_shape *s, char *err);
+/* out may be in (in place) */
+void fid_relu_forward(float *out, const float *in, const fid_relu_shape *s);
+/* din (in layout) += dout (out layout) where out > 0. Uses the forward
+   OUTPUT, so it works after an in-place forward (out > 0 iff in > 0; the
+   kink at 0 gets gradient 0, as PyTorch). din must not overlap dout. */
+void fid_relu_backward(float *din, const float *dout, const float *out, const fid_relu_shape *s);
+/* grad (out layout) *= (out > 0): the non-accumulating in-place form, for a
+   gradient buffer that is then handed on (BN -> ReLU -> conv backward) */
+void fid_relu_backward_inplace(float *grad, const float *out, const fid_relu_shape *s);
+
+/* ---- pooling (pool.c) --------------------------------------------------
+ * max: padding counts as -inf; avg: padding counts as 0 and, unless
+ * exclude_pad, in the divisor (PyTorch's count_include_pad=True). Floor
+ * mode: OH = (H + 2*pad_h - KH) / stride_h + 1. As in PyTorch, padding may
+ * be at most half the kernel, so every window holds a real element.
+ */
+typedef struct fid_pool2d_shape {
+    size_t N, C, H, W;
+    size_t KH, KW;
+    size_t stride_h, stride_w;  /* >= 1 */
+    size_t pad_h, pad_w;        /* <= KH/2, KW/2 */
+    int exclude_pad;            /* avg only: 0 (default) divides by KH*KW */
+    size_t OH, OW;              /* filled by the check */
+    size_t in_nstride;          /* >= C*H*W; 0 -> C*H*W */
+    size_t out_nstride;         /* >= C*OH*OW; 0 -> C*OH*OW */
+} fid_pool2d_shape;
+
+int fid_pool2d_check(fid_pool2d_shape *s, char *err);
+/* out (N, C, OH, OW); idx (N, C, OH, OW) contiguous int32: the argmax of
+   each window as h*W + w within its (H, W) plane (PyTorch's convention);
+   the first maximum wins a tie, a NaN beats everything */
+void fid_maxpool2d_forward(float *out, int32_t *idx, const float *in, const fid_pool2d_shape *s);
+/* din (N, C, H, W) += dout routed to each window's argmax */
+void fid_maxpool2d_backward(float *din, const float *dout, const int32_t *idx,
+                            const fid_pool2d_shape *s);
+void fid_avgpool2d_forward(float *out, const float *in, const fid_pool2d_shape *s);
+void fid_avgpool2d_backward(float *din, const float *dout, const fid_pool2d_shape *s);
+
+/* global average pooling (N, C, H, W) -> (N, C): fill N, C, H, W and the
+   strides; the check sets the kernel to H x W, OH = OW = 1, and the default
+   out_nstride to C (out is (N, C) with rows out_nstride apart) */
+int fid_global_avgpool_check(fid_pool2d_shape *s, char *err);
+void fid_global_avgpool_forward(float *out, const float *in, const fid_pool2d_shape *s);
+/* din (N, C, H, W) += dout (N, C) / (H*W) */
+void fid_global_avgpool_backward(float *din, const float *dout, const fid_pool2d_shape *s);
+
+/* ---- linear (linear.c) -------------------------------------------------
+ * out (N, OUT) = in (N, IN) @ w^T + b, w (OUT, IN) as PyTorch's nn.Linear.
+ * Rows of in are in_nstride apart, rows of out out_nstride apart.
+ */
+typedef struct fid_linear_shape {
+    size_t N, IN, OUT;
+    size_t in_nstride;          /* >= IN; 0 -> IN */
+    size_t out_nstride;         /* >= OUT; 0 -> OUT */
+} fid_linear_shape;
+
+int fid_linear_check(fid_linear_shape *s, char *err);
+/* b (OUT) or NULL */
+void fid_linear_forward(float *out, const float *in, const float *w, const float *b,
+                        const fid_linear_shape *s);
+/* din (N, IN) += dout @ w; dw (OUT, IN) += dout^T @ in; db (OUT) += sum of
+   dout over the batch; any may be NULL */
+void fid_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                         const float *w, const fid_linear_shape *s);
+
+#endif
