@@ -4,7 +4,8 @@ local helper = require("helper")
 
 local function run(cmd)
   -- without the sanitizer runtime that `make sanitize` preloads into lua5.4
-  local p = assert(io.popen("env -u LD_PRELOAD -u MAKEFLAGS -u MAKELEVEL " .. cmd .. " 2>&1"))
+  local quoted = "'" .. cmd:gsub("'", "'\\''") .. "'"
+  local p = assert(io.popen("env -u LD_PRELOAD -u MAKEFLAGS -u MAKELEVEL sh -c " .. quoted .. " 2>&1"))
   local out = p:read("a")
   local ok, _, code = p:close()
   return ok, out, code
