@@ -59,7 +59,12 @@ int fid_tensor_same_shape(const fid_tensor *a, const fid_tensor *b);
 float *fid_alloc(size_t n);
 void fid_free(float *p);
 
-/* ---- elementwise (tensor.c); out may alias a or b; shapes must match --- */
+/* ---- elementwise (tensor.c); out may alias a or b --------------------- */
+
+/* PyTorch broadcasting: shapes aligned from the right, each pair of sizes
+   equal or one of them 1; the result shape into *ndim, size */
+int fid_broadcast_shape(int *ndim, size_t *size, const fid_tensor *a, const fid_tensor *b,
+                        char *err);
 
 typedef enum { FID_OP_ADD, FID_OP_SUB, FID_OP_MUL, FID_OP_DIV,
                FID_OP_RSUB, FID_OP_RDIV, FID_OP_MAX, FID_OP_MIN,
@@ -67,6 +72,8 @@ typedef enum { FID_OP_ADD, FID_OP_SUB, FID_OP_MUL, FID_OP_DIV,
 typedef enum { FID_UN_NEG, FID_UN_ABS, FID_UN_SQRT, FID_UN_EXP, FID_UN_LOG,
                FID_UN_RELU, FID_UN_SIGN } fid_unop;
 
+/* out = a op b with a and b broadcast to out's shape, which must be their
+   broadcast shape */
 int fid_tensor_binary(fid_tensor *out, const fid_tensor *a, const fid_tensor *b,
                       fid_binop op, char *err);
 /* out = a op s (RSUB: s - a, RDIV: s / a) */

@@ -639,14 +639,20 @@ static int arith(lua_State *L, const char *fname, fid_binop op, int inplace)
     fid_tensor *a = lfid_tensor_test(L, 1), *b = lfid_tensor_test(L, 2);
     if (!a && !b) return luaL_error(L, "%s: needs a tensor", fname);
     if (a && b) {
-        if (!fid_tensor_same_shape(a, b)) {
+        size_t size[FID_MAXDIM];
+        int ndim;
+        if (fid_broadcast_shape(&ndim, size, a, b, err)) return lfid_error(L, fname, err);
+        fid_tensor *out = a;
+        if (!inplace) {
+            out = lfid_tensor_new(L, fname, ndim, size);
+        } else if (ndim != a->ndim || memcmp(size, a->size, (size_t)ndim * sizeof(size_t))) {
             char sa[64], sb[64];
             shape_of(a, sa, sizeof sa);
             shape_of(b, sb, sizeof sb);
-            return luaL_error(L, "%s: other operand has shape %s but the tensor is %s", fname, sb, sa);
+            return luaL_error(L, "%s: other operand has shape %s, which does not broadcast to the tensor's %s",
+                              fname, sb, sa);
         }
-        fid_tensor *out = inplace ? a : lfid_tensor_like(L, fname, a);
-        fid_tensor_binary(out, a, b, op, err);
+        if (fid_tensor_binary(out, a, b, op, err)) return lfid_error(L, fname, err);
     } else {
         int ti = a ? 1 : 2;
         fid_tensor *t = a ? a : b;

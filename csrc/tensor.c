@@ -167,18 +167,59 @@ static int all_contiguous(const fid_tensor *a, const fid_tensor *b, const fid_te
            (!c || fid_tensor_is_contiguous(c));
 }
 
+int fid_broadcast_shape(int *ndim, size_t *size, const fid_tensor *a, const fid_tensor *b,
+                        char *err)
+{
+    int n = a->ndim > b->ndim ? a->ndim : b->ndim;
+    for (int d = 0; d < n; d++) {
+        int da = d - (n - a->ndim), db = d - (n - b->ndim);
+        size_t sa = da >= 0 ? a->size[da] : 1, sb = db >= 0 ? b->size[db] : 1;
+        if (sa != sb && sa != 1 && sb != 1) {
+            char s1[64], s2[64];
+            fid_shape_str(s1, sizeof s1, a->ndim, a->size);
+            fid_shape_str(s2, sizeof s2, b->ndim, b->size);
+            snprintf(err, FID_ERRMAX, "shapes %s and %s cannot be broadcast together", s1, s2);
+            return FID_EARG;
+        }
+        size[d] = sa > sb ? sa : sb;
+    }
+    *ndim = n;
+    return FID_OK;
+}
+
+/* t seen with shape (ndim, size): right-aligned, stride 0 where it repeats */
+static void expand_to(fid_tensor *v, const fid_tensor *t, int ndim, const size_t *size)
+{
+    int off = ndim - t->ndim;
+    v->data = t->data;
+    v->ndim = ndim;
+    for (int d = 0; d < FID_MAXDIM; d++) {
+        int td = d - off;
+        if (d >= ndim) {
+            v->size[d] = 1;
+            v->stride[d] = 0;
+        } else {
+            v->size[d] = size[d];
+            v->stride[d] = (td < 0 || (t->size[td] == 1 && size[d] != 1)) ? 0 : t->stride[td];
+        }
+    }
+}
+
 int fid_tensor_binary(fid_tensor *out, const fid_tensor *a, const fid_tensor *b,
                       fid_binop op, char *err)
 {
-    size_t n = fid_tensor_numel(a);
-    if (!fid_tensor_same_shape(a, b) || !fid_tensor_same_shape(a, out)) {
-        char sa[64], sb[64];
-        fid_shape_str(sa, sizeof sa, a->ndim, a->size);
-        fid_shape_str(sb, sizeof sb, b->ndim, b->size);
-        snprintf(err, FID_ERRMAX, "shapes %s and %s do not match", sa, sb);
+    size_t n = fid_tensor_numel(out), size[FID_MAXDIM];
+    int ndim;
+    fid_tensor ea, eb;
+    if (fid_broadcast_shape(&ndim, size, a, b, err)) return FID_EARG;
+    if (ndim != out->ndim || memcmp(size, out->size, (size_t)ndim * sizeof(size_t)) != 0) {
+        char s1[64], s2[64];
+        fid_shape_str(s1, sizeof s1, ndim, size);
+        fid_shape_str(s2, sizeof s2, out->ndim, out->size);
+        snprintf(err, FID_ERRMAX, "result has shape %s but the output is %s", s1, s2);
         return FID_EARG;
     }
-    if (all_contiguous(out, a, b)) {
+    if (fid_tensor_same_shape(a, b) && all_contiguous(out, a, b)) {
         float *o = out->data;
         const float *x = a->data, *y = b->data;
         switch (op) { /* the common ops get loops the compiler vectorises */
@@ -191,9 +232,11 @@ int fid_tensor_binary(fid_tensor *out, const fid_tensor *a, const fid_tensor *b,
         return FID_OK;
     }
     cursor co, ca, cb;
+    expand_to(&ea, a, ndim, size);
+    expand_to(&eb, b, ndim, size);
     cursor_init(&co, out);
-    cursor_init(&ca, a);
-    cursor_init(&cb, b);
+    cursor_init(&ca, &ea);
+    cursor_init(&cb, &eb);
     for (size_t i = 0; i < n; i++) {
         *co.p = apply_binop(op, *ca.p, *cb.p);
         cursor_next(&co);

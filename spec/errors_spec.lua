@@ -52,8 +52,10 @@ describe("shape errors name both shapes", function()
   local a, b = faceid.zeros(2, 3), faceid.zeros(3, 2)
 
   it("in arithmetic", function()
-    fails_with("shape 3x2 but the tensor is 2x3", function() return a + b end)
-    fails_with("Tensor:add_: other operand has shape 3x2 but the tensor is 2x3", a.add_, a, b)
+    fails_with("shapes 2x3 and 3x2 cannot be broadcast together", function() return a + b end)
+    fails_with("Tensor:add_: shapes 2x3 and 3x2 cannot be broadcast together", a.add_, a, b)
+    fails_with("Tensor:mul_: other operand has shape 4x2x3, which does not broadcast to the tensor's 2x3",
+      a.mul_, a, faceid.zeros(4, 2, 3))
     fails_with("tensor or number expected, got string", a.mul, a, "x")
     fails_with("tensor or number expected, got nil", function() return a * nil end)
   end)

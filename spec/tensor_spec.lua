@@ -301,6 +301,24 @@ describe("arithmetic", function()
     expect(bt:mul(2), function(_, y) return 2 * y end)
   end)
 
+  it("broadcasts like PyTorch", function()
+    local row = faceid.tensor({ { 10, 20, 30, 40 } })      -- 1x4
+    local col = faceid.tensor({ { 1 }, { 2 }, { 3 } })     -- 3x1
+    local r = a + row
+    assert.are.same({ 3, 4 }, r:size())
+    local at, rt = a:totable(), r:totable()
+    for i = 1, 3 do
+      for j = 1, 4 do assert(close(rt[i][j], at[i][j] + 10 * j, 1e-6)) end
+    end
+    assert.are.same({ { 11, 21, 31, 41 }, { 12, 22, 32, 42 }, { 13, 23, 33, 43 } }, (col + row):totable())
+    assert.are.same({ 2, 3, 4 }, (faceid.zeros(2, 1, 4) - faceid.ones(3, 1)):size())
+    assert.are.same({ { 0, 1 }, { 2, 3 } }, (faceid.arange(4):view(2, 2) * faceid.ones(2)):totable())
+    local c = faceid.zeros(3, 4):add_(faceid.tensor({ 1, 2, 3, 4 }))
+    assert.are.same({ 1, 2, 3, 4 }, c[3]:totable())
+    assert.are.same({ { 0.5, 1 }, { 1.5, 2 } },
+      (faceid.tensor({ { 1, 2 }, { 3, 4 } }) / faceid.tensor({ 2 })):totable())
+  end)
+
   it("has in-place variants that return the receiver", function()
     local c = a:clone()
     assert.are.equal(c, c:add_(b))
