@@ -25,12 +25,14 @@ function M.data_dir(name, probe)
   return nil
 end
 
---- Inside an `it`: returns the folder, or marks the test pending with a
--- clear message when the shared data is missing (a fresh checkout).
+--- The folder, or nil and the message a spec passes to `pending` when the
+-- shared data is missing (a fresh checkout):
+--   local dir, why = helper.need_data("att_faces")
+--   if not dir then return pending(why) end
 function M.need_data(name, probe)
   local dir = M.data_dir(name, probe)
   if not dir then
-    pending(("needs the %s face data in %s (absent here)"):format(name, M.data_root))
+    return nil, ("needs the %s face data in %s (absent here)"):format(name, M.data_root)
   end
   return dir
 end
