@@ -49,11 +49,21 @@ int lfid_error(lua_State *L, const char *fname, const char *err);
    into size[]; returns ndim; raises on bad sizes */
 int lfid_read_sizes(lua_State *L, const char *fname, int first, int last, size_t *size);
 
+/* 0-based dimension from a 1-based (or negative) argument, or a Lua error */
+int lfid_check_dim(lua_State *L, const char *fname, const fid_tensor *t, int arg);
+/* Tensor:clone (arg 1): pushes a contiguous copy */
+int lfid_tensor_clone(lua_State *L);
+/* the arithmetic half of the Tensor type (ltensor_math.c) */
+extern const luaL_Reg lfid_tensor_math_methods[];
+extern const luaL_Reg lfid_tensor_math_meta[];
+extern const luaL_Reg lfid_tensor_math_functions[];
+
 /* registration: each adds its functions to the table at the top of the stack */
 void lfid_open_tensor(lua_State *L);
 void lfid_open_generator(lua_State *L);
 void lfid_open_image(lua_State *L);
 void lfid_open_io(lua_State *L);
 void lfid_open_layers(lua_State *L);
+void lfid_open_densenet(lua_State *L);
 
 #endif
