@@ -21,9 +21,10 @@
  *     previous one (in_nstride >= C*H*W; 0 in the struct means C*H*W) and
  *     each image of an output `out_nstride` elements after the previous
  *     one (out_nstride >= OC*OH*OW; 0 means contiguous). Within an image the
- *     layout is dense CHW. Buffers shaped like the input (in, din) use
- *     in_nstride; those shaped like the output (out, dout) use out_nstride;
- *     parameters and their gradients are always contiguous. The pointer
+ *     layout is dense CHW. The gradients have their own batch strides,
+ *     din_nstride and dout_nstride (0 means: as in_nstride, out_nstride),
+ *     so a gradient buffer need not share its activation's layout.
+ *     Parameters and their gradients are always contiguous. The pointer
  *     passed is element (0, 0, 0, 0) of the slice.
  *   - Kernels never allocate big buffers: layers that need scratch memory
  *     take a `workspace` of fid_X_workspace(shape) floats (NULL when 0).
@@ -34,12 +35,23 @@
 
 #include "faceid.h"
 
+/* shared by the checks (activation.c): fills the default batch strides
+   (in: in_inner, out: out_inner, din: in, dout: out) and checks that each is
+   at least its image size, at most `limit`, and that n of them fit a size_t
+   of bytes; FID_EARG with a message otherwise */
+int fid_batch_strides(size_t n, size_t in_inner, size_t out_inner, size_t *in_nstride,
+                      size_t *out_nstride, size_t *din_nstride, size_t *dout_nstride, size_t limit,
+                      char *err);
+
 /* ---- conv2d (conv.c) ---------------------------------------------------
  * out (N, OC, OH, OW) = in (N, C, H, W) * w (OC, C, KH, KW) [+ b (OC)],
  * zero padding, no dilation, no groups (cross-correlation, as PyTorch).
  * OH = (H + 2*pad_h - KH) / stride_h + 1, likewise OW.
- * Fast path: im2col + fid_gemm per image; a 1x1 stride-1 unpadded
- * convolution is a direct gemm per image with no im2col (workspace 0).
+ * Fast path: im2col + fid_gemm; a 1x1 stride-1 unpadded convolution is a
+ * direct gemm with no im2col. Small maps (under 256 output pixels) go
+ * through the gemm several images at a time. dL/dx of a stride-1 conv with
+ * OC <= C is computed as the convolution of dy with the flipped kernel (no
+ * col2im); otherwise by dcol = w^T @ dy and col2im.
  */
 typedef struct fid_conv2d_shape {
     size_t N, C, H, W;          /* input */
@@ -49,11 +61,15 @@ typedef struct fid_conv2d_shape {
     size_t OH, OW;              /* output: filled by fid_conv2d_check */
     size_t in_nstride;          /* >= C*H*W; 0 -> C*H*W */
     size_t out_nstride;         /* >= OC*OH*OW; 0 -> OC*OH*OW */
+    size_t din_nstride;         /* 0 -> in_nstride */
+    size_t dout_nstride;        /* 0 -> out_nstride */
 } fid_conv2d_shape;
 
 int fid_conv2d_check(fid_conv2d_shape *s, char *err);
-/* floats of workspace the fast forward and backward need: C*KH*KW*OH*OW
-   (one image's column matrix), 0 for a 1x1 stride-1 unpadded conv */
+/* floats of workspace the fast forward and backward need (one size serves
+   both; it depends on N too): a column buffer for a group of images,
+   gather/scatter space when images are grouped, the flipped kernel for the
+   backward. 0 for a 1x1 stride-1 unpadded conv on maps of >= 256 pixels. */
 size_t fid_conv2d_workspace(const fid_conv2d_shape *s);
 /* out (N, OC, OH, OW); in (N, C, H, W); w (OC, C, KH, KW); b (OC) or NULL */
 void fid_conv2d_forward(float *out, const float *in, const float *w, const float *b,
@@ -85,6 +101,8 @@ typedef struct fid_batchnorm2d_shape {
     size_t N, C, H, W;
     size_t in_nstride;          /* >= C*H*W; 0 -> C*H*W */
     size_t out_nstride;         /* >= C*H*W; 0 -> C*H*W */
+    size_t din_nstride;         /* 0 -> in_nstride */
+    size_t dout_nstride;        /* 0 -> out_nstride */
     float eps;                  /* > 0, PyTorch's default 1e-5 */
     float momentum;             /* in [0, 1], PyTorch's default 0.1 */
 } fid_batchnorm2d_shape;
@@ -114,16 +132,18 @@ typedef struct fid_relu_shape {
     size_t N, D;
     size_t in_nstride;          /* >= D; 0 -> D */
     size_t out_nstride;         /* >= D; 0 -> D */
+    size_t din_nstride;         /* 0 -> in_nstride */
+    size_t dout_nstride;        /* 0 -> out_nstride */
 } fid_relu_shape;
 
 int fid_relu_check(fid_relu_shape *s, char *err);
 /* out may be in (in place) */
 void fid_relu_forward(float *out, const float *in, const fid_relu_shape *s);
-/* din (in layout) += dout (out layout) where out > 0. Uses the forward
+/* din += dout where out > 0 (out: the forward output, out_nstride). Uses the forward
    OUTPUT, so it works after an in-place forward (out > 0 iff in > 0; the
    kink at 0 gets gradient 0, as PyTorch). din must not overlap dout. */
 void fid_relu_backward(float *din, const float *dout, const float *out, const fid_relu_shape *s);
-/* grad (out layout) *= (out > 0): the non-accumulating in-place form, for a
+/* grad (dout_nstride) *= (out > 0): the non-accumulating in-place form, for a
    gradient buffer that is then handed on (BN -> ReLU -> conv backward) */
 void fid_relu_backward_inplace(float *grad, const float *out, const fid_relu_shape *s);
 
@@ -142,6 +162,8 @@ typedef struct fid_pool2d_shape {
     size_t OH, OW;              /* filled by the check */
     size_t in_nstride;          /* >= C*H*W; 0 -> C*H*W */
     size_t out_nstride;         /* >= C*OH*OW; 0 -> C*OH*OW */
+    size_t din_nstride;         /* 0 -> in_nstride */
+    size_t dout_nstride;        /* 0 -> out_nstride */
 } fid_pool2d_shape;
 
 int fid_pool2d_check(fid_pool2d_shape *s, char *err);
@@ -171,6 +193,8 @@ typedef struct fid_linear_shape {
     size_t N, IN, OUT;
     size_t in_nstride;          /* >= IN; 0 -> IN */
     size_t out_nstride;         /* >= OUT; 0 -> OUT */
+    size_t din_nstride;         /* 0 -> in_nstride */
+    size_t dout_nstride;        /* 0 -> out_nstride */
 } fid_linear_shape;
 
 int fid_linear_check(fid_linear_shape *s, char *err);

@@ -1,0 +1,431 @@
+/* conv.c - 2-D convolution (see layers.h): the im2col + gemm fast path, the
+ * direct gemm for 1x1 stride-1 unpadded convolutions (DenseNet's bottleneck
+ * and transition convolutions, no column buffer at all), and the
+ * direct-loop twins the tests compare them with.
+ */
+#include "layers.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+/* a * b into *r unless it overflows a size_t or BLAS's int */
+static int mul_ok(size_t *r, size_t a, size_t b)
+{
+    if (a != 0 && b > (size_t)INT_MAX / a) return 0;
+    *r = a * b;
+    return 1;
+}
+
+int fid_conv2d_check(fid_conv2d_shape *s, char *err)
+{
+    size_t chw, ckk, ohw, ochw, total;
+    if (!s->N || !s->C || !s->H || !s->W || !s->OC || !s->KH || !s->KW) {
+        snprintf(err, FID_ERRMAX, "sizes must be positive (input %zux%zux%zux%zu, weight %zux%zux%zux%zu)",
+                 s->N, s->C, s->H, s->W, s->OC, s->C, s->KH, s->KW);
+        return FID_EARG;
+    }
+    if (!s->stride_h || !s->stride_w) {
+        snprintf(err, FID_ERRMAX, "stride must be positive, got %zux%zu", s->stride_h, s->stride_w);
+        return FID_EARG;
+    }
+    if (s->pad_h > (size_t)INT_MAX / 4 || s->pad_w > (size_t)INT_MAX / 4 ||
+        s->H > (size_t)INT_MAX / 4 || s->W > (size_t)INT_MAX / 4) {
+        snprintf(err, FID_ERRMAX, "input or padding too large");
+        return FID_EARG;
+    }
+    if (s->H + 2 * s->pad_h < s->KH || s->W + 2 * s->pad_w < s->KW) {
+        snprintf(err, FID_ERRMAX, "kernel %zux%zu is larger than the padded input %zux%zu",
+                 s->KH, s->KW, s->H + 2 * s->pad_h, s->W + 2 * s->pad_w);
+        return FID_EARG;
+    }
+    s->OH = (s->H + 2 * s->pad_h - s->KH) / s->stride_h + 1;
+    s->OW = (s->W + 2 * s->pad_w - s->KW) / s->stride_w + 1;
+    if (!mul_ok(&chw, s->C, s->H) || !mul_ok(&chw, chw, s->W) || !mul_ok(&ckk, s->C, s->KH) ||
+        !mul_ok(&ckk, ckk, s->KW) || !mul_ok(&ohw, s->OH, s->OW) || !mul_ok(&ochw, s->OC, ohw) ||
+        !mul_ok(&total, ckk, ohw) || !mul_ok(&total, ckk, s->OC) || !mul_ok(&total, s->OC, s->KH) ||
+        !mul_ok(&total, total, s->KW) || !mul_ok(&total, total, s->H) || !mul_ok(&total, total, s->W) ||
+        total > (size_t)INT_MAX - ckk * s->OC) {
+        snprintf(err, FID_ERRMAX, "conv2d sizes too large");
+        return FID_EARG;
+    }
+    return fid_batch_strides(s->N, chw, ochw, &s->in_nstride, &s->out_nstride, &s->din_nstride,
+                             &s->dout_nstride, INT_MAX, err);
+}
+
+static int is_pointwise(const fid_conv2d_shape *s)
+{
+    return s->KH == 1 && s->KW == 1 && s->stride_h == 1 && s->stride_w == 1 && s->pad_h == 0 &&
+           s->pad_w == 0;
+}
+
+/* dL/dx of a stride-1 convolution is itself a convolution: of dy, padded by
+   K-1-pad, with the kernel flipped and its channel axes swapped. Its column
+   buffer holds OC*KH*KW rows of H*W instead of C*KH*KW rows of OH*OW, the
+   gemm's inner dimension is OC*KH*KW rather than OC, and no col2im follows.
+   DenseNet's 3x3 convolutions (OC = k < C = 4k) gain most (about 2x on
+   their backward); with more output than input channels the plain path
+   (dcol = w^T @ dy, then col2im) is kept. */
+static int transposed_dx(const fid_conv2d_shape *s)
+{
+    return !is_pointwise(s) && s->stride_h == 1 && s->stride_w == 1 && s->pad_h < s->KH &&
+           s->pad_w < s->KW && s->OC <= s->C;
+}
+
+/* Images per gemm. One image's gemm has only OH*OW columns: 16 on the 4x4
+   maps of DenseNet-121's last block, where BLAS runs far below its peak.
+   Small maps are therefore processed G images at a time, side by side in
+   the column buffer (and gathered/scattered through scratch space), so each
+   gemm has at least GROUP_COLS columns; large maps keep G = 1 and write
+   straight into the output. 256 measured best on DenseNet-121 shapes (N =
+   64): 1x1 convs on 4x4 maps ran 1.5-2.4x faster than one image per gemm,
+   3x3 ones up to 1.9x; 1024 columns lose again once the column buffer
+   outgrows the L2 cache. */
+#ifndef FID_CONV_GROUP_COLS
+#define FID_CONV_GROUP_COLS 256
+#endif
+
+static size_t group_size(const fid_conv2d_shape *s)
+{
+    size_t ohw = s->OH * s->OW, g = (FID_CONV_GROUP_COLS + ohw - 1) / ohw;
+    return g < s->N ? g : s->N;
+}
+
+/* workspace regions, in floats: the column buffer, gathered outputs or
+   output gradients (OC rows), gathered inputs or input gradients (C rows),
+   and the flipped weights */
+typedef struct conv_ws {
+    size_t col, ybuf, xbuf, wt;
+} conv_ws;
+
+static conv_ws workspace_of(const fid_conv2d_shape *s)
+{
+    conv_ws r = {0, 0, 0, 0};
+    const size_t g = group_size(s), kk = s->KH * s->KW;
+    const size_t cols = g * s->OH * s->OW, icols = g * s->H * s->W;
+    if (!is_pointwise(s)) r.col = s->C * kk * cols;
+    if (transposed_dx(s)) {
+        if (s->OC * kk * icols > r.col) r.col = s->OC * kk * icols;
+        r.wt = s->C * s->OC * kk;
+    }
+    if (g > 1) {
+        r.ybuf = s->OC * cols;
+        if (is_pointwise(s) || transposed_dx(s)) r.xbuf = s->C * icols;
+    }
+    return r;
+}
+
+size_t fid_conv2d_workspace(const fid_conv2d_shape *s)
+{
+    conv_ws r = workspace_of(s);
+    return r.col + r.ybuf + r.xbuf + r.wt;
+}
+
+/* ---- column buffers ----------------------------------------------------- */
+
+/* col (C*KH*KW rows, ld apart; OH*OW used): row (c, kh, kw) holds, for every
+   output pixel, the input pixel under kernel tap (kh, kw) of channel c, or 0
+   in the padding */
+static void im2col(float *col, size_t ld, const float *img, const fid_conv2d_shape *s)
+{
+    const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW;
+    const ptrdiff_t ph = (ptrdiff_t)s->pad_h, pw = (ptrdiff_t)s->pad_w;
+    const ptrdiff_t sh = (ptrdiff_t)s->stride_h, sw = (ptrdiff_t)s->stride_w;
+    for (size_t c = 0; c < s->C; c++) {
+        const float *plane = img + c * H * W;
+        for (size_t kh = 0; kh < s->KH; kh++) {
+            for (size_t kw = 0; kw < s->KW; kw++, col += ld) {
+                /* the output columns [ow0, ow1) whose input column lies inside 0..W-1 */
+                ptrdiff_t off = (ptrdiff_t)kw - pw;
+                size_t ow0 = off >= 0 ? 0 : (size_t)((-off + sw - 1) / sw);
+                size_t ow1 = 0;
+                if ((ptrdiff_t)W - 1 - off >= 0) ow1 = (size_t)(((ptrdiff_t)W - 1 - off) / sw) + 1;
+                if (ow1 > OW) ow1 = OW;
+                if (ow0 > ow1) ow0 = ow1;
+                float *dst = col;
+                for (size_t oh = 0; oh < OH; oh++, dst += OW) {
+                    ptrdiff_t ih = (ptrdiff_t)oh * sh - ph + (ptrdiff_t)kh;
+                    if (ih < 0 || ih >= (ptrdiff_t)H) {
+                        memset(dst, 0, OW * sizeof *dst);
+                        continue;
+                    }
+                    const float *row = plane + (size_t)ih * W;
+                    for (size_t ow = 0; ow < ow0; ow++) dst[ow] = 0.0f;
+                    if (sw == 1)
+                        memcpy(dst + ow0, row + ((ptrdiff_t)ow0 + off), (ow1 - ow0) * sizeof *dst);
+                    else
+                        for (size_t ow = ow0; ow < ow1; ow++) dst[ow] = row[(ptrdiff_t)ow * sw + off];
+                    for (size_t ow = ow1; ow < OW; ow++) dst[ow] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* img (C, H, W) += the columns folded back: the adjoint of im2col */
+static void col2im(float *img, const float *col, size_t ld, const fid_conv2d_shape *s)
+{
+    const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW;
+    const ptrdiff_t ph = (ptrdiff_t)s->pad_h, pw = (ptrdiff_t)s->pad_w;
+    const ptrdiff_t sh = (ptrdiff_t)s->stride_h, sw = (ptrdiff_t)s->stride_w;
+    for (size_t c = 0; c < s->C; c++) {
+        float *plane = img + c * H * W;
+        for (size_t kh = 0; kh < s->KH; kh++) {
+            for (size_t kw = 0; kw < s->KW; kw++, col += ld) {
+                ptrdiff_t off = (ptrdiff_t)kw - pw;
+                size_t ow0 = off >= 0 ? 0 : (size_t)((-off + sw - 1) / sw);
+                size_t ow1 = 0;
+                if ((ptrdiff_t)W - 1 - off >= 0) ow1 = (size_t)(((ptrdiff_t)W - 1 - off) / sw) + 1;
+                if (ow1 > OW) ow1 = OW;
+                if (ow0 > ow1) ow0 = ow1;
+                const float *src = col;
+                for (size_t oh = 0; oh < OH; oh++, src += OW) {
+                    ptrdiff_t ih = (ptrdiff_t)oh * sh - ph + (ptrdiff_t)kh;
+                    if (ih < 0 || ih >= (ptrdiff_t)H) continue;
+                    float *row = plane + (size_t)ih * W;
+                    for (size_t ow = ow0; ow < ow1; ow++) row[(ptrdiff_t)ow * sw + off] += src[ow];
+                }
+            }
+        }
+    }
+}
+
+/* dst (R, g*L): image j's (R, L) block, from images nstride apart, lands at
+   columns j*L.. */
+static void gather(float *dst, const float *src, size_t nstride, size_t g, size_t R, size_t L)
+{
+    for (size_t j = 0; j < g; j++)
+        for (size_t r = 0; r < R; r++) memcpy(dst + r * g * L + j * L, src + j * nstride + r * L, L * sizeof *dst);
+}
+
+/* the inverse of gather: images (R, L) nstride apart = (or +=) blocks of src */
+static void scatter(float *dst, size_t nstride, const float *src, size_t g, size_t R, size_t L, int add)
+{
+    for (size_t j = 0; j < g; j++)
+        for (size_t r = 0; r < R; r++) {
+            float *d = dst + j * nstride + r * L;
+            const float *p = src + r * g * L + j * L;
+            if (add)
+                for (size_t i = 0; i < L; i++) d[i] += p[i];
+            else
+                memcpy(d, p, L * sizeof *d);
+        }
+}
+
+/* ---- fast path ---------------------------------------------------------- */
+
+static void add_bias(float *out, const float *b, const fid_conv2d_shape *s)
+{
+    const size_t ohw = s->OH * s->OW;
+    for (size_t n = 0; n < s->N; n++)
+        for (size_t o = 0; o < s->OC; o++) {
+            float *p = out + n * s->out_nstride + o * ohw;
+            for (size_t i = 0; i < ohw; i++) p[i] += b[o];
+        }
+}
+
+void fid_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                        const fid_conv2d_shape *s, float *workspace)
+{
+    const size_t ohw = s->OH * s->OW, hw = s->H * s->W, ckk = s->C * s->KH * s->KW;
+    const size_t G = group_size(s);
+    const conv_ws r = workspace_of(s);
+    float *col = workspace, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf;
+    /* per group of g images: y (OC, g*OH*OW) = w (OC, C*KH*KW) @ col (C*KH*KW, g*OH*OW),
+       where for a 1x1 stride-1 conv the input itself is the column matrix */
+    for (size_t n0 = 0; n0 < s->N; n0 += G) {
+        const size_t g = s->N - n0 < G ? s->N - n0 : G, cols = g * ohw;
+        const float *x = in + n0 * s->in_nstride;
+        float *y = out + n0 * s->out_nstride;
+        float *dst = g > 1 ? ybuf : y;
+        if (is_pointwise(s)) {
+            const float *src = x;
+            if (g > 1) {
+                gather(xbuf, x, s->in_nstride, g, s->C, hw);
+                src = xbuf;
+            }
+            fid_gemm(0, 0, s->OC, cols, s->C, 1.0f, w, s->C, src, cols, 0.0f, dst, cols);
+        } else {
+            for (size_t j = 0; j < g; j++) im2col(col + j * ohw, cols, x + j * s->in_nstride, s);
+            fid_gemm(0, 0, s->OC, cols, ckk, 1.0f, w, ckk, col, cols, 0.0f, dst, cols);
+        }
+        if (g > 1) scatter(y, s->out_nstride, ybuf, g, s->OC, ohw, 0);
+    }
+    if (b) add_bias(out, b, s);
+}
+
+static void bias_grad(float *db, const float *dout, const fid_conv2d_shape *s)
+{
+    const size_t ohw = s->OH * s->OW;
+    for (size_t o = 0; o < s->OC; o++) {
+        double acc = 0.0;
+        for (size_t n = 0; n < s->N; n++) {
+            const float *p = dout + n * s->dout_nstride + o * ohw;
+            for (size_t i = 0; i < ohw; i++) acc += p[i];
+        }
+        db[o] += (float)acc;
+    }
+}
+
+/* the geometry of dx = conv(dy, flipped w) for a stride-1 convolution */
+static void dual_shape(fid_conv2d_shape *d, const fid_conv2d_shape *s)
+{
+    *d = *s;
+    d->C = s->OC, d->H = s->OH, d->W = s->OW;
+    d->OC = s->C, d->OH = s->H, d->OW = s->W;
+    d->pad_h = s->KH - 1 - s->pad_h, d->pad_w = s->KW - 1 - s->pad_w;
+}
+
+/* wt (C, OC, KH, KW) = w (OC, C, KH, KW) with channel axes swapped, kernel rotated 180 degrees */
+static void flip_weights(float *wt, const float *w, const fid_conv2d_shape *s)
+{
+    const size_t kk = s->KH * s->KW;
+    for (size_t o = 0; o < s->OC; o++)
+        for (size_t c = 0; c < s->C; c++)
+            for (size_t k = 0; k < kk; k++) wt[(c * s->OC + o) * kk + (kk - 1 - k)] = w[(o * s->C + c) * kk + k];
+}
+
+void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
+                         const float *in, const float *w, const fid_conv2d_shape *s,
+                         float *workspace)
+{
+    const size_t ohw = s->OH * s->OW, hw = s->H * s->W, ckk = s->C * s->KH * s->KW;
+    const size_t okk = s->OC * s->KH * s->KW, G = group_size(s);
+    const conv_ws r = workspace_of(s);
+    float *col = workspace, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf, *wt = xbuf + r.xbuf;
+    const int tdx = din && transposed_dx(s);
+    fid_conv2d_shape dual;
+    if (db) bias_grad(db, dout, s);
+    if (!din && !dw) return;
+    if (tdx) {
+        flip_weights(wt, w, s);
+        dual_shape(&dual, s);
+    }
+    for (size_t n0 = 0; n0 < s->N; n0 += G) {
+        const size_t g = s->N - n0 < G ? s->N - n0 : G, cols = g * ohw, icols = g * hw;
+        const float *x = in + n0 * s->in_nstride, *dy = dout + n0 * s->dout_nstride;
+        float *dx = din ? din + n0 * s->din_nstride : NULL;
+        /* dy of the group as one (OC, g*OH*OW) matrix */
+        const float *dyg = dy;
+        if (g > 1) {
+            gather(ybuf, dy, s->dout_nstride, g, s->OC, ohw);
+            dyg = ybuf;
+        }
+        /* dx of the group as one (C, g*H*W) matrix: the image itself, or
+           scratch added into the images afterwards */
+        float *dxg = g > 1 ? xbuf : dx;
+        const float dxbeta = g > 1 ? 0.0f : 1.0f;
+        if (is_pointwise(s)) {
+            /* dw (OC, C) += dy (OC, cols) @ x^T (cols, C); dx (C, cols) += w^T (C, OC) @ dy */
+            if (dw) {
+                const float *xg = x;
+                if (g > 1) {
+                    gather(xbuf, x, s->in_nstride, g, s->C, hw);
+                    xg = xbuf;
+                }
+                fid_gemm(0, 1, s->OC, s->C, cols, 1.0f, dyg, cols, xg, cols, 1.0f, dw, s->C);
+            }
+            if (dx) fid_gemm(1, 0, s->C, cols, s->OC, 1.0f, w, s->C, dyg, cols, dxbeta, dxg, cols);
+        } else {
+            /* the column buffer serves twice: im2col(x) for dw, then for dx
+               either im2col(dy) of the dual convolution or dcol = w^T @ dy */
+            if (dw) {
+                for (size_t j = 0; j < g; j++) im2col(col + j * ohw, cols, x + j * s->in_nstride, s);
+                fid_gemm(0, 1, s->OC, ckk, cols, 1.0f, dyg, cols, col, cols, 1.0f, dw, ckk);
+            }
+            if (dx && tdx) {
+                /* dx (C, g*H*W) += wt (C, OC*KH*KW) @ im2col(dy) (OC*KH*KW, g*H*W) */
+                for (size_t j = 0; j < g; j++) im2col(col + j * hw, icols, dy + j * s->dout_nstride, &dual);
+                fid_gemm(0, 0, s->C, icols, okk, 1.0f, wt, okk, col, icols, dxbeta, dxg, icols);
+            } else if (dx) {
+                fid_gemm(1, 0, ckk, cols, s->OC, 1.0f, w, ckk, dyg, cols, 0.0f, col, cols);
+                for (size_t j = 0; j < g; j++) col2im(dx + j * s->din_nstride, col + j * ohw, cols, s);
+                continue;
+            }
+        }
+        if (dx && g > 1) scatter(dx, s->din_nstride, xbuf, g, s->C, hw, 1);
+    }
+}
+
+/* ---- direct loops ------------------------------------------------------- */
+
+/* the input row/column under output (oh, ow) and tap (kh, kw), or -1 */
+static ptrdiff_t tap(size_t o, size_t k, size_t stride, size_t pad, size_t len)
+{
+    ptrdiff_t i = (ptrdiff_t)(o * stride + k) - (ptrdiff_t)pad;
+    return i >= 0 && i < (ptrdiff_t)len ? i : -1;
+}
+
+void fid_conv2d_forward_naive(float *out, const float *in, const float *w, const float *b,
+                              const fid_conv2d_shape *s)
+{
+    for (size_t n = 0; n < s->N; n++)
+        for (size_t o = 0; o < s->OC; o++)
+            for (size_t oh = 0; oh < s->OH; oh++)
+                for (size_t ow = 0; ow < s->OW; ow++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (size_t c = 0; c < s->C; c++)
+                        for (size_t kh = 0; kh < s->KH; kh++) {
+                            ptrdiff_t ih = tap(oh, kh, s->stride_h, s->pad_h, s->H);
+                            if (ih < 0) continue;
+                            for (size_t kw = 0; kw < s->KW; kw++) {
+                                ptrdiff_t iw = tap(ow, kw, s->stride_w, s->pad_w, s->W);
+                                if (iw < 0) continue;
+                                acc += (double)in[n * s->in_nstride + (c * s->H + (size_t)ih) * s->W + (size_t)iw] *
+                                       w[((o * s->C + c) * s->KH + kh) * s->KW + kw];
+                            }
+                        }
+                    out[n * s->out_nstride + (o * s->OH + oh) * s->OW + ow] = (float)acc;
+                }
+}
+
+void fid_conv2d_backward_naive(float *din, float *dw, float *db, const float *dout,
+                               const float *in, const float *w, const fid_conv2d_shape *s)
+{
+    const size_t ohw = s->OH * s->OW;
+    if (db) bias_grad(db, dout, s);
+    /* dw: one double sum per weight */
+    if (dw)
+        for (size_t o = 0; o < s->OC; o++)
+            for (size_t c = 0; c < s->C; c++)
+                for (size_t kh = 0; kh < s->KH; kh++)
+                    for (size_t kw = 0; kw < s->KW; kw++) {
+                        double acc = 0.0;
+                        for (size_t n = 0; n < s->N; n++)
+                            for (size_t oh = 0; oh < s->OH; oh++) {
+                                ptrdiff_t ih = tap(oh, kh, s->stride_h, s->pad_h, s->H);
+                                if (ih < 0) continue;
+                                for (size_t ow = 0; ow < s->OW; ow++) {
+                                    ptrdiff_t iw = tap(ow, kw, s->stride_w, s->pad_w, s->W);
+                                    if (iw < 0) continue;
+                                    acc += (double)dout[n * s->dout_nstride + o * ohw + oh * s->OW + ow] *
+                                           in[n * s->in_nstride + (c * s->H + (size_t)ih) * s->W + (size_t)iw];
+                                }
+                            }
+                        dw[((o * s->C + c) * s->KH + kh) * s->KW + kw] += (float)acc;
+                    }
+    /* din: one double sum per input pixel, gathered over the outputs it fed */
+    if (din)
+        for (size_t n = 0; n < s->N; n++)
+            for (size_t c = 0; c < s->C; c++)
+                for (size_t ih = 0; ih < s->H; ih++)
+                    for (size_t iw = 0; iw < s->W; iw++) {
+                        double acc = 0.0;
+                        for (size_t kh = 0; kh < s->KH; kh++) {
+                            size_t t = ih + s->pad_h;
+                            if (t < kh || (t - kh) % s->stride_h) continue;
+                            size_t oh = (t - kh) / s->stride_h;
+                            if (oh >= s->OH) continue;
+                            for (size_t kw = 0; kw < s->KW; kw++) {
+                                size_t u = iw + s->pad_w;
+                                if (u < kw || (u - kw) % s->stride_w) continue;
+                                size_t ow = (u - kw) / s->stride_w;
+                                if (ow >= s->OW) continue;
+                                for (size_t o = 0; o < s->OC; o++)
+                                    acc += (double)dout[n * s->dout_nstride + o * ohw + oh * s->OW + ow] *
+                                           w[((o * s->C + c) * s->KH + kh) * s->KW + kw];
+                            }
+                        }
+                        din[n * s->din_nstride + (c * s->H + ih) * s->W + iw] += (float)acc;
+                    }
+}

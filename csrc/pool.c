@@ -1,0 +1,200 @@
+/* pool.c - max, average and global average pooling (see layers.h), with
+ * PyTorch's semantics: floor mode, -inf padding for max, zero padding
+ * counted in the divisor for avg by default, argmax as a flat index into
+ * the input plane.
+ */
+#include "layers.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+
+static int check_strides(fid_pool2d_shape *s, size_t chw, size_t cohw, char *err)
+{
+    return fid_batch_strides(s->N, chw, cohw, &s->in_nstride, &s->out_nstride, &s->din_nstride,
+                             &s->dout_nstride, SIZE_MAX, err);
+}
+
+static int check_input(const fid_pool2d_shape *s, size_t *chw, char *err)
+{
+    if (!s->N || !s->C || !s->H || !s->W) {
+        snprintf(err, FID_ERRMAX, "sizes must be positive, got %zux%zux%zux%zu", s->N, s->C, s->H, s->W);
+        return FID_EARG;
+    }
+    /* argmax indices are int32 within a plane */
+    if (s->H > (size_t)INT32_MAX / s->W || s->H * s->W > SIZE_MAX / s->C) {
+        snprintf(err, FID_ERRMAX, "pooling input %zux%zu too large", s->H, s->W);
+        return FID_EARG;
+    }
+    *chw = s->C * s->H * s->W;
+    return FID_OK;
+}
+
+int fid_pool2d_check(fid_pool2d_shape *s, char *err)
+{
+    size_t chw;
+    if (check_input(s, &chw, err)) return FID_EARG;
+    if (!s->KH || !s->KW || !s->stride_h || !s->stride_w) {
+        snprintf(err, FID_ERRMAX, "kernel %zux%zu and stride %zux%zu must be positive", s->KH, s->KW,
+                 s->stride_h, s->stride_w);
+        return FID_EARG;
+    }
+    if (s->pad_h > s->KH / 2 || s->pad_w > s->KW / 2) {
+        snprintf(err, FID_ERRMAX, "padding %zux%zu must be at most half the kernel %zux%zu", s->pad_h,
+                 s->pad_w, s->KH, s->KW);
+        return FID_EARG;
+    }
+    if (s->H + 2 * s->pad_h < s->KH || s->W + 2 * s->pad_w < s->KW) {
+        snprintf(err, FID_ERRMAX, "kernel %zux%zu is larger than the padded input %zux%zu", s->KH,
+                 s->KW, s->H + 2 * s->pad_h, s->W + 2 * s->pad_w);
+        return FID_EARG;
+    }
+    s->OH = (s->H + 2 * s->pad_h - s->KH) / s->stride_h + 1;
+    s->OW = (s->W + 2 * s->pad_w - s->KW) / s->stride_w + 1;
+    /* OH*OW <= H*W: a window never starts in the right/bottom padding */
+    return check_strides(s, chw, s->C * s->OH * s->OW, err);
+}
+
+int fid_global_avgpool_check(fid_pool2d_shape *s, char *err)
+{
+    size_t chw;
+    if (check_input(s, &chw, err)) return FID_EARG;
+    s->KH = s->H;
+    s->KW = s->W;
+    s->stride_h = s->stride_w = 1;
+    s->pad_h = s->pad_w = 0;
+    s->OH = s->OW = 1;
+    return check_strides(s, chw, s->C, err);
+}
+
+/* the window of output o along one axis, clipped to the input: [*lo, *hi) */
+static void window(size_t o, size_t stride, size_t pad, size_t k, size_t len, size_t *lo, size_t *hi)
+{
+    ptrdiff_t a = (ptrdiff_t)(o * stride) - (ptrdiff_t)pad, b = a + (ptrdiff_t)k;
+    *lo = a < 0 ? 0 : (size_t)a;
+    *hi = b > (ptrdiff_t)len ? len : (size_t)b;
+}
+
+void fid_maxpool2d_forward(float *out, int32_t *idx, const float *in, const fid_pool2d_shape *s)
+{
+    const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
+    for (size_t n = 0; n < s->N; n++)
+        for (size_t c = 0; c < s->C; c++) {
+            const float *x = in + n * s->in_nstride + c * hw;
+            float *y = out + n * s->out_nstride + c * ohw;
+            int32_t *ix = idx + (n * s->C + c) * ohw;
+            for (size_t oh = 0; oh < s->OH; oh++) {
+                size_t h0, h1;
+                window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+                for (size_t ow = 0; ow < s->OW; ow++) {
+                    size_t w0, w1, best;
+                    window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
+                    best = h0 * s->W + w0;
+                    float m = x[best];
+                    for (size_t h = h0; h < h1; h++)
+                        for (size_t w = w0; w < w1; w++) {
+                            float v = x[h * s->W + w];
+                            if (v > m || (isnan(v) && !isnan(m))) {
+                                m = v;
+                                best = h * s->W + w;
+                            }
+                        }
+                    y[oh * s->OW + ow] = m;
+                    ix[oh * s->OW + ow] = (int32_t)best;
+                }
+            }
+        }
+}
+
+void fid_maxpool2d_backward(float *din, const float *dout, const int32_t *idx,
+                            const fid_pool2d_shape *s)
+{
+    const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
+    for (size_t n = 0; n < s->N; n++)
+        for (size_t c = 0; c < s->C; c++) {
+            float *dx = din + n * s->din_nstride + c * hw;
+            const float *dy = dout + n * s->dout_nstride + c * ohw;
+            const int32_t *ix = idx + (n * s->C + c) * ohw;
+            for (size_t i = 0; i < ohw; i++) dx[ix[i]] += dy[i];
+        }
+}
+
+/* PyTorch's divisor: the window clipped to the padded input (in floor mode
+   always KH*KW), or to the real input when padding is excluded */
+static float divisor(const fid_pool2d_shape *s, size_t oh, size_t ow, size_t h0, size_t h1,
+                     size_t w0, size_t w1)
+{
+    if (s->exclude_pad) return (float)((h1 - h0) * (w1 - w0));
+    ptrdiff_t a = (ptrdiff_t)(oh * s->stride_h) - (ptrdiff_t)s->pad_h;
+    ptrdiff_t b = (ptrdiff_t)(ow * s->stride_w) - (ptrdiff_t)s->pad_w;
+    ptrdiff_t ae = a + (ptrdiff_t)s->KH, be = b + (ptrdiff_t)s->KW;
+    if (ae > (ptrdiff_t)(s->H + s->pad_h)) ae = (ptrdiff_t)(s->H + s->pad_h);
+    if (be > (ptrdiff_t)(s->W + s->pad_w)) be = (ptrdiff_t)(s->W + s->pad_w);
+    return (float)((ae - a) * (be - b));
+}
+
+void fid_avgpool2d_forward(float *out, const float *in, const fid_pool2d_shape *s)
+{
+    const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
+    for (size_t n = 0; n < s->N; n++)
+        for (size_t c = 0; c < s->C; c++) {
+            const float *x = in + n * s->in_nstride + c * hw;
+            float *y = out + n * s->out_nstride + c * ohw;
+            for (size_t oh = 0; oh < s->OH; oh++) {
+                size_t h0, h1;
+                window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+                for (size_t ow = 0; ow < s->OW; ow++) {
+                    size_t w0, w1;
+                    window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
+                    float acc = 0.0f;
+                    for (size_t h = h0; h < h1; h++)
+                        for (size_t w = w0; w < w1; w++) acc += x[h * s->W + w];
+                    y[oh * s->OW + ow] = acc / divisor(s, oh, ow, h0, h1, w0, w1);
+                }
+            }
+        }
+}
+
+void fid_avgpool2d_backward(float *din, const float *dout, const fid_pool2d_shape *s)
+{
+    const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
+    for (size_t n = 0; n < s->N; n++)
+        for (size_t c = 0; c < s->C; c++) {
+            float *dx = din + n * s->din_nstride + c * hw;
+            const float *dy = dout + n * s->dout_nstride + c * ohw;
+            for (size_t oh = 0; oh < s->OH; oh++) {
+                size_t h0, h1;
+                window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+                for (size_t ow = 0; ow < s->OW; ow++) {
+                    size_t w0, w1;
+                    window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
+                    float g = dy[oh * s->OW + ow] / divisor(s, oh, ow, h0, h1, w0, w1);
+                    for (size_t h = h0; h < h1; h++)
+                        for (size_t w = w0; w < w1; w++) dx[h * s->W + w] += g;
+                }
+            }
+        }
+}
+
+void fid_global_avgpool_forward(float *out, const float *in, const fid_pool2d_shape *s)
+{
+    const size_t hw = s->H * s->W;
+    for (size_t n = 0; n < s->N; n++)
+        for (size_t c = 0; c < s->C; c++) {
+            const float *x = in + n * s->in_nstride + c * hw;
+            double acc = 0.0;
+            for (size_t i = 0; i < hw; i++) acc += x[i];
+            out[n * s->out_nstride + c] = (float)(acc / (double)hw);
+        }
+}
+
+void fid_global_avgpool_backward(float *din, const float *dout, const fid_pool2d_shape *s)
+{
+    const size_t hw = s->H * s->W;
+    for (size_t n = 0; n < s->N; n++)
+        for (size_t c = 0; c < s->C; c++) {
+            float *dx = din + n * s->din_nstride + c * hw;
+            const float g = (float)(dout[n * s->dout_nstride + c] / (double)hw);
+            for (size_t i = 0; i < hw; i++) dx[i] += g;
+        }
+}

@@ -1,0 +1,287 @@
+-- nn.batchnorm2d: golden values from Lua loops (batch statistics, PyTorch's
+-- running-average update with the unbiased variance, eval mode), channel
+-- slices and in-place use, finite-difference gradients in training and eval
+-- mode, and argument errors.
+local faceid = require("faceid")
+local nn = faceid.nn
+
+local function maxabs(t)
+  return t:abs():max()
+end
+
+local function assert_close(a, b, rtol, what)
+  assert.are.same(b:size(), a:size())
+  local d, s = maxabs(a - b), maxabs(b)
+  assert(d <= (rtol or 1e-5) * math.max(s, 1e-6),
+    ("%s: max difference %.3g against a scale of %.3g"):format(what or "tensors", d, s))
+end
+
+local function near(got, want, tol, what)
+  assert(math.abs(got - want) <= (tol or 1e-5) * math.max(1, math.abs(want)),
+    ("%s: got %.9g, want %.9g"):format(what or "value", got, want))
+end
+
+local function gradcheck(loss, t, g, eps, what)
+  local flat, gflat = t:view(-1), g:contiguous():view(-1)
+  local scale = math.max(maxabs(g), 1e-3)
+  local err2, ref2 = 0, 0
+  for i = 1, flat:numel() do
+    local v = flat[i]
+    flat[i] = v + eps
+    local vp, lp = flat[i], loss()
+    flat[i] = v - eps
+    local vm, lm = flat[i], loss()
+    flat[i] = v
+    local fd, an = (lp - lm) / (vp - vm), gflat[i]
+    assert(math.abs(fd - an) <= 1e-2 * scale + 1e-2 * math.abs(an),
+      ("%s[%d]: finite difference %.6g, analytic %.6g"):format(what, i, fd, an))
+    err2, ref2 = err2 + (fd - an) ^ 2, ref2 + an ^ 2
+  end
+  assert(math.sqrt(err2) <= 3e-3 * math.sqrt(ref2) + 1e-6,
+    ("%s: relative error norm %.3g"):format(what, math.sqrt(err2 / math.max(ref2, 1e-30))))
+end
+
+local function project(y, r)
+  return y:contiguous():view(-1):dot(r:view(-1))
+end
+
+local function fails_with(pattern, f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok, "expected an error matching " .. pattern)
+  assert(tostring(err):find(pattern, 1, true), ("error %q does not mention %q"):format(tostring(err), pattern))
+end
+
+-- per-channel mean and biased variance of a (N, C, H, W) table, and M
+local function lua_stats(xt)
+  local n, c, h, w = #xt, #xt[1], #xt[1][1], #xt[1][1][1]
+  local mean, var, m = {}, {}, n * h * w
+  for ch = 1, c do
+    local s = 0
+    for i = 1, n do for y = 1, h do for x = 1, w do s = s + xt[i][ch][y][x] end end end
+    mean[ch] = s / m
+    local q = 0
+    for i = 1, n do for y = 1, h do for x = 1, w do q = q + (xt[i][ch][y][x] - mean[ch]) ^ 2 end end end
+    var[ch] = q / m
+  end
+  return mean, var, m
+end
+
+describe("nn.batchnorm2d golden values", function()
+  it("normalises a hand-worked channel", function()
+    -- channel 1 holds 1, 2, 3, 4: mean 2.5, biased variance 1.25
+    local x = faceid.tensor({ { { { 1, 2 }, { 3, 4 } }, { { 5, 5 }, { 5, 9 } } } })
+    local y, save = nn.batchnorm2d(x)
+    local is = 1 / math.sqrt(1.25 + 1e-5)
+    near(y:get(1, 1, 1, 1), -1.5 * is, 1e-6, "y[1]")
+    near(y:get(1, 1, 2, 2), 1.5 * is, 1e-6, "y[4]")
+    near(save:get(1, 1), 2.5, 1e-7, "mean")
+    near(save:get(2, 1), is, 1e-6, "invstd")
+    -- channel 2: 5, 5, 5, 9: mean 6, variance 3
+    near(y:get(1, 2, 2, 2), 3 / math.sqrt(3 + 1e-5), 1e-6, "y[2][4]")
+  end)
+
+  it("matches Lua loops in training mode and updates the running statistics as PyTorch", function()
+    local g = faceid.Generator(21)
+    local n, c, h, w = 3, 4, 5, 2
+    local x = faceid.randn(g, n, c, h, w) * 2 + 0.5
+    local gamma, beta = faceid.randn(g, c), faceid.randn(g, c)
+    local rm0, rv0 = faceid.randn(g, c), faceid.rand(g, c) + 0.5
+    local rm, rv = rm0:clone(), rv0:clone()
+    local y, save = nn.batchnorm2d(x, gamma, beta, rm, rv, { momentum = 0.25, eps = 1e-3 })
+    local xt = x:totable()
+    local mean, var, m = lua_stats(xt)
+    for ch = 1, c do
+      local is = 1 / math.sqrt(var[ch] + 1e-3)
+      near(save:get(1, ch), mean[ch], 1e-6, "saved mean")
+      near(save:get(2, ch), is, 1e-5, "saved invstd")
+      -- running = (1 - momentum) * running + momentum * stat, unbiased variance
+      near(rm:get(ch), 0.75 * rm0:get(ch) + 0.25 * mean[ch], 1e-6, "running_mean")
+      near(rv:get(ch), 0.75 * rv0:get(ch) + 0.25 * var[ch] * m / (m - 1), 1e-5, "running_var")
+      for i = 1, n do
+        for yy = 1, h do
+          for xx = 1, w do
+            local want = (xt[i][ch][yy][xx] - mean[ch]) * is * gamma:get(ch) + beta:get(ch)
+            near(y:get(i, ch, yy, xx), want, 1e-5, "y")
+          end
+        end
+      end
+    end
+  end)
+
+  it("uses momentum 0.1 by default", function()
+    local g = faceid.Generator(22)
+    local x = faceid.randn(g, 4, 2, 3, 3)
+    local rm, rv = faceid.zeros(2), faceid.ones(2)
+    nn.batchnorm2d(x, nil, nil, rm, rv)
+    local mean, var, m = lua_stats(x:totable())
+    for ch = 1, 2 do
+      near(rm:get(ch), 0.1 * mean[ch], 1e-6, "running_mean")
+      near(rv:get(ch), 0.9 + 0.1 * var[ch] * m / (m - 1), 1e-6, "running_var")
+    end
+  end)
+
+  it("normalises with the running statistics in eval mode and leaves them alone", function()
+    local g = faceid.Generator(23)
+    local x = faceid.randn(g, 2, 3, 4, 4)
+    local gamma, beta = faceid.randn(g, 3), faceid.randn(g, 3)
+    local rm, rv = faceid.randn(g, 3), faceid.rand(g, 3) + 0.1
+    local rm0, rv0 = rm:clone(), rv:clone()
+    local y, save = nn.batchnorm2d(x, gamma, beta, rm, rv, { training = false })
+    assert.is_true(rm:equal(rm0) and rv:equal(rv0))
+    for ch = 1, 3 do
+      local is = 1 / math.sqrt(rv:get(ch) + 1e-5)
+      near(save:get(1, ch), rm:get(ch), 0, "saved mean")
+      near(save:get(2, ch), is, 1e-6, "saved invstd")
+      for i = 1, 2 do
+        local want = (x:get(i, ch, 3, 2) - rm:get(ch)) * is * gamma:get(ch) + beta:get(ch)
+        near(y:get(i, ch, 3, 2), want, 1e-5, "y")
+      end
+    end
+  end)
+
+  it("keeps precision when the mean is far larger than the spread", function()
+    local g = faceid.Generator(24)
+    local x = faceid.randn(g, 4, 1, 4, 4) * 0.01 + 1000
+    local y = nn.batchnorm2d(x)
+    local mean, var = lua_stats(x:totable())
+    local xt = x:totable()
+    local want = (xt[2][1][3][3] - mean[1]) / math.sqrt(var[1] + 1e-5)
+    near(y:get(2, 1, 3, 3), want, 2e-3, "y")
+  end)
+end)
+
+describe("nn.batchnorm2d layouts", function()
+  it("works in place", function()
+    local g = faceid.Generator(25)
+    local x = faceid.randn(g, 2, 3, 4, 5)
+    local ref = nn.batchnorm2d(x:clone())
+    local y = nn.batchnorm2d(x, nil, nil, nil, nil, { out = x })
+    assert_close(x, ref, 1e-6, "in place")
+    assert.are.equal(0, maxabs(y - x))
+  end)
+
+  it("reads and writes channel slices, gradients included", function()
+    local g = faceid.Generator(26)
+    local n, c, h, w = 3, 4, 3, 5
+    local xbuf = faceid.randn(g, n, 10, h, w)
+    local x = xbuf:narrow(2, 4, c)
+    local gamma, beta = faceid.randn(g, c), faceid.randn(g, c)
+    local xc = x:contiguous()
+    local ref, rsave = nn.batchnorm2d(xc, gamma, beta)
+    local ybuf = faceid.zeros(n, 7, h, w)
+    local _, save = nn.batchnorm2d(x, gamma, beta, nil, nil, { out = ybuf:narrow(2, 2, c) })
+    assert_close(ybuf:narrow(2, 2, c):contiguous(), ref, 1e-6, "slice output")
+    assert.are.equal(0, maxabs(ybuf:narrow(2, 1, 1)) + maxabs(ybuf:narrow(2, 6, 2)))
+    assert_close(save, rsave, 1e-6, "save")
+
+    local dy = faceid.randn(g, n, 9, h, w):narrow(2, 5, c)
+    local dxbuf = faceid.zeros(n, 7, h, w)
+    local dg, db = faceid.zeros(c), faceid.zeros(c)
+    nn.batchnorm2d_backward(dy, x, gamma, save, {}, dxbuf:narrow(2, 3, c), dg, db)
+    local rx, rg, rb = faceid.zeros(xc:size()), faceid.zeros(c), faceid.zeros(c)
+    nn.batchnorm2d_backward(dy:contiguous(), xc, gamma, rsave, {}, rx, rg, rb)
+    assert_close(dxbuf:narrow(2, 3, c):contiguous(), rx, 1e-5, "slice dx")
+    assert_close(dg, rg, 1e-5, "dgamma")
+    assert_close(db, rb, 1e-5, "dbeta")
+    assert.are.equal(0, maxabs(dxbuf:narrow(2, 1, 2)) + maxabs(dxbuf:narrow(2, 7, 1)))
+  end)
+end)
+
+describe("nn.batchnorm2d inside one buffer", function()
+  it("normalises some channels into others of the same buffer", function()
+    local g = faceid.Generator(27)
+    local buf = faceid.randn(g, 2, 7, 3, 3)
+    local ref = nn.batchnorm2d(buf:narrow(2, 1, 3):contiguous())
+    nn.batchnorm2d(buf:narrow(2, 1, 3), nil, nil, nil, nil, { out = buf:narrow(2, 4, 3) })
+    assert_close(buf:narrow(2, 4, 3):contiguous(), ref, 1e-6, "into the same buffer")
+    fails_with("nn.batchnorm2d: out overlaps the input", nn.batchnorm2d, buf:narrow(2, 1, 3), nil, nil, nil, nil,
+      { out = buf:narrow(2, 3, 3) })
+  end)
+end)
+
+describe("nn.batchnorm2d gradients by finite differences", function()
+  for _, training in ipairs({ true, false }) do
+    it(training and "training mode: x, gamma, beta" or "eval mode: x, gamma, beta", function()
+      local g = faceid.Generator(training and 41 or 42)
+      local x = faceid.randn(g, 3, 2, 3, 2)
+      local gamma, beta = faceid.randn(g, 2) + 1, faceid.randn(g, 2)
+      local rm, rv = faceid.randn(g, 2) * 0.1, faceid.rand(g, 2) + 0.5
+      local o = { training = training }
+      -- in training the running statistics are left untracked so repeated
+      -- forwards do not move them
+      local function fwd()
+        if training then return nn.batchnorm2d(x, gamma, beta, nil, nil, o) end
+        return nn.batchnorm2d(x, gamma, beta, rm, rv, o)
+      end
+      local y, save = fwd()
+      local r = faceid.randn(g, y:size())
+      local dx0 = faceid.randn(g, x:size())
+      local dx, dg, db = dx0:clone(), faceid.ones(2), faceid.ones(2)
+      nn.batchnorm2d_backward(r, x, gamma, save, o, dx, dg, db)
+      local function loss() return project((fwd()), r) end
+      gradcheck(loss, x, dx - dx0, 1e-2, "dx")
+      gradcheck(loss, gamma, dg - 1, 1e-2, "dgamma")
+      gradcheck(loss, beta, db - 1, 1e-2, "dbeta")
+    end)
+  end
+
+  it("training and eval gradients differ (the batch statistics matter)", function()
+    local g = faceid.Generator(43)
+    local x = faceid.randn(g, 2, 1, 3, 3)
+    local y, save = nn.batchnorm2d(x)
+    local r = faceid.randn(g, y:size())
+    local dt, de = faceid.zeros(x:size()), faceid.zeros(x:size())
+    nn.batchnorm2d_backward(r, x, nil, save, { training = true }, dt)
+    nn.batchnorm2d_backward(r, x, nil, save, { training = false }, de)
+    assert(maxabs(dt - de) > 1e-2)
+    -- training-mode dx sums to zero over each channel (the mean is removed)
+    assert(math.abs(dt:sum()) < 1e-4)
+  end)
+end)
+
+describe("nn.batchnorm2d errors", function()
+  local g = faceid.Generator(5)
+  local x = faceid.randn(g, 4, 3, 2, 2)
+
+  it("checks ranks and channel counts", function()
+    fails_with("nn.batchnorm2d: input must be 4-D (N, C, H, W), got 4x3 (2-D)", nn.batchnorm2d, faceid.randn(g, 4, 3))
+    fails_with("nn.batchnorm2d: weight has shape 4, expected 3", nn.batchnorm2d, x, faceid.ones(4))
+    fails_with("nn.batchnorm2d: running_var has shape 3x1, expected 3", nn.batchnorm2d, x, nil, nil,
+      faceid.zeros(3), faceid.ones(3, 1))
+    fails_with("nn.batchnorm2d_backward: save has shape 3x2, expected 2x3", nn.batchnorm2d_backward,
+      x, x, nil, faceid.zeros(3, 2))
+    fails_with("nn.batchnorm2d_backward: output gradient has shape 4x3x2x1, expected 4x3x2x2",
+      nn.batchnorm2d_backward, faceid.zeros(4, 3, 2, 1), x, nil, faceid.zeros(2, 3))
+  end)
+
+  it("checks the mode and its statistics", function()
+    fails_with("nn.batchnorm2d: eval mode needs running_mean and running_var", nn.batchnorm2d, x, nil, nil,
+      nil, nil, { training = false })
+    fails_with("nn.batchnorm2d: give both running_mean and running_var, or neither", nn.batchnorm2d, x, nil, nil,
+      faceid.zeros(3))
+    fails_with("nn.batchnorm2d: training needs more than one value per channel, got input 1x3x1x1",
+      nn.batchnorm2d, faceid.randn(g, 1, 3, 1, 1))
+    -- eval mode is fine with a single value
+    nn.batchnorm2d(faceid.randn(g, 1, 3, 1, 1), nil, nil, faceid.zeros(3), faceid.ones(3), { training = false })
+  end)
+
+  it("checks options", function()
+    fails_with("nn.batchnorm2d: unknown option 'momentun'", nn.batchnorm2d, x, nil, nil, nil, nil, { momentun = 0.1 })
+    fails_with("nn.batchnorm2d: momentum must be in [0, 1], got 1.5", nn.batchnorm2d, x, nil, nil, nil, nil,
+      { momentum = 1.5 })
+    fails_with("nn.batchnorm2d: eps must be positive and finite, got 0", nn.batchnorm2d, x, nil, nil, nil, nil,
+      { eps = 0 })
+    fails_with("nn.batchnorm2d: option training must be a boolean, got string", nn.batchnorm2d, x, nil, nil, nil,
+      nil, { training = "yes" })
+    fails_with("nn.batchnorm2d: option eps must be a number, got string", nn.batchnorm2d, x, nil, nil, nil, nil,
+      { eps = "small" })
+  end)
+
+  it("refuses overlapping outputs", function()
+    local rm = faceid.zeros(3)
+    local buf = faceid.randn(g, 5, 3, 2, 2)
+    fails_with("nn.batchnorm2d: out overlaps the input", nn.batchnorm2d, buf:narrow(1, 1, 4), nil, nil, nil, nil,
+      { out = buf:narrow(1, 2, 4) })
+    fails_with("nn.batchnorm2d: running_mean overlaps running_var", nn.batchnorm2d, x, nil, nil, rm, rm)
+  end)
+end)

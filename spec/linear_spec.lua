@@ -1,0 +1,153 @@
+-- nn.linear: golden values from Lua loops, rows inside wider buffers,
+-- finite-difference gradients of x, W and b, and argument errors.
+local faceid = require("faceid")
+local nn = faceid.nn
+
+local function maxabs(t)
+  return t:abs():max()
+end
+
+local function assert_close(a, b, rtol, what)
+  assert.are.same(b:size(), a:size())
+  local d, s = maxabs(a - b), maxabs(b)
+  assert(d <= (rtol or 1e-5) * math.max(s, 1e-6),
+    ("%s: max difference %.3g against a scale of %.3g"):format(what or "tensors", d, s))
+end
+
+local function gradcheck(loss, t, g, eps, what)
+  local flat, gflat = t:view(-1), g:contiguous():view(-1)
+  local scale = math.max(maxabs(g), 1e-3)
+  local err2, ref2 = 0, 0
+  for i = 1, flat:numel() do
+    local v = flat[i]
+    flat[i] = v + eps
+    local vp, lp = flat[i], loss()
+    flat[i] = v - eps
+    local vm, lm = flat[i], loss()
+    flat[i] = v
+    local fd, an = (lp - lm) / (vp - vm), gflat[i]
+    assert(math.abs(fd - an) <= 1e-2 * scale + 1e-2 * math.abs(an),
+      ("%s[%d]: finite difference %.6g, analytic %.6g"):format(what, i, fd, an))
+    err2, ref2 = err2 + (fd - an) ^ 2, ref2 + an ^ 2
+  end
+  assert(math.sqrt(err2) <= 2e-3 * math.sqrt(ref2) + 1e-6,
+    ("%s: relative error norm %.3g"):format(what, math.sqrt(err2 / math.max(ref2, 1e-30))))
+end
+
+local function project(y, r)
+  return y:contiguous():view(-1):dot(r:view(-1))
+end
+
+local function fails_with(pattern, f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok, "expected an error matching " .. pattern)
+  assert(tostring(err):find(pattern, 1, true), ("error %q does not mention %q"):format(tostring(err), pattern))
+end
+
+-- y = x W^T + b with Lua loops
+local function lua_linear(x, w, b)
+  local xt, wt, bt = x:totable(), w:totable(), b and b:totable()
+  local y = {}
+  for i = 1, #xt do
+    y[i] = {}
+    for o = 1, #wt do
+      local s = bt and bt[o] or 0
+      for k = 1, #xt[1] do s = s + xt[i][k] * wt[o][k] end
+      y[i][o] = s
+    end
+  end
+  return faceid.tensor(y)
+end
+
+describe("nn.linear", function()
+  it("computes a hand-worked product", function()
+    local x = faceid.tensor({ { 1, 2, 3 } })
+    local w = faceid.tensor({ { 1, 0, 0 }, { 0, 1, 1 } })
+    assert.are.same({ { 1, 5 } }, nn.linear(x, w):totable())
+    assert.are.same({ { 11, 25 } }, nn.linear(x, w, faceid.tensor({ 10, 20 })):totable())
+  end)
+
+  it("matches Lua loops, with and without bias", function()
+    local g = faceid.Generator(31)
+    local x, w, b = faceid.randn(g, 5, 7), faceid.randn(g, 3, 7), faceid.randn(g, 3)
+    assert_close(nn.linear(x, w, b), lua_linear(x, w, b), 1e-5, "with bias")
+    assert_close(nn.linear(x, w), lua_linear(x, w), 1e-5, "without bias")
+    local x1, w1 = faceid.randn(g, 1, 4), faceid.randn(g, 1, 4)
+    assert_close(nn.linear(x1, w1), lua_linear(x1, w1), 1e-5, "one row, one output")
+  end)
+
+  it("reads rows of a wider buffer and writes into one", function()
+    local g = faceid.Generator(32)
+    local xbuf = faceid.randn(g, 4, 12)
+    local x = xbuf:narrow(2, 3, 6)
+    local w, b = faceid.randn(g, 5, 6), faceid.randn(g, 5)
+    local ref = lua_linear(x:contiguous(), w, b)
+    assert_close(nn.linear(x, w, b), ref, 1e-5, "strided rows")
+    local out = faceid.zeros(4, 9)
+    nn.linear(x, w, b, out:narrow(2, 2, 5))
+    assert_close(out:narrow(2, 2, 5):contiguous(), ref, 1e-5, "into a wider buffer")
+    assert.are.equal(0, maxabs(out:narrow(2, 1, 1)) + maxabs(out:narrow(2, 7, 3)))
+
+    local dy = faceid.randn(g, 4, 8):narrow(2, 2, 5)
+    local dxbuf = faceid.zeros(4, 10)
+    local dw, db = faceid.zeros(5, 6), faceid.zeros(5)
+    nn.linear_backward(dy, x, w, dxbuf:narrow(2, 5, 6), dw, db)
+    local rx, rw, rb = faceid.zeros(4, 6), faceid.zeros(5, 6), faceid.zeros(5)
+    nn.linear_backward(dy:contiguous(), x:contiguous(), w, rx, rw, rb)
+    assert_close(dxbuf:narrow(2, 5, 6):contiguous(), rx, 1e-6, "strided dx")
+    assert_close(dw, rw, 1e-6, "dw")
+    assert_close(db, rb, 1e-6, "db")
+    assert.are.equal(0, maxabs(dxbuf:narrow(2, 1, 4)))
+  end)
+
+  it("has gradients matching Lua loops and finite differences", function()
+    local g = faceid.Generator(33)
+    local x, w, b = faceid.randn(g, 3, 4), faceid.randn(g, 5, 4), faceid.randn(g, 5)
+    local r = faceid.randn(g, 3, 5)
+    local dx0, dw0, db0 = faceid.randn(g, 3, 4), faceid.randn(g, 5, 4), faceid.randn(g, 5)
+    local dx, dw, db = nn.linear_backward(r, x, w, dx0:clone(), dw0:clone(), db0:clone())
+    -- dx = r W, dW = r^T x, db = column sums of r
+    assert_close(dx - dx0, lua_linear(r, w:t():contiguous()), 1e-5, "dx")
+    assert_close(dw - dw0, lua_linear(r:t():contiguous(), x:t():contiguous()), 1e-5, "dw")
+    assert_close(db - db0, r:sum(1), 1e-5, "db")
+    local function loss() return project(nn.linear(x, w, b), r) end
+    gradcheck(loss, x, dx - dx0, 1e-2, "dx")
+    gradcheck(loss, w, dw - dw0, 1e-2, "dw")
+    gradcheck(loss, b, db - db0, 1e-2, "db")
+  end)
+
+  it("skips gradients given as nil", function()
+    local g = faceid.Generator(34)
+    local x, w = faceid.randn(g, 2, 3), faceid.randn(g, 4, 3)
+    local r = faceid.randn(g, 2, 4)
+    local db = faceid.zeros(4)
+    local a, bb, c = nn.linear_backward(r, x, w, nil, nil, db)
+    assert.is_nil(a)
+    assert.is_nil(bb)
+    assert.are.equal(db, c)
+    assert_close(db, r:sum(1), 1e-6, "db alone")
+  end)
+end)
+
+describe("nn.linear errors", function()
+  local g = faceid.Generator(7)
+  local x, w = faceid.randn(g, 4, 10), faceid.randn(g, 5, 10)
+
+  it("names mismatched features with both shapes", function()
+    fails_with("nn.linear: input 4x10 but weight 5x12 expects 12 features", nn.linear, x, faceid.randn(g, 5, 12))
+  end)
+
+  it("checks ranks, shapes and layouts", function()
+    fails_with("nn.linear: input must be 2-D (N, features), got 4x10x1 (3-D)", nn.linear, faceid.randn(g, 4, 10, 1), w)
+    fails_with("nn.linear: weight must be 2-D (out, in), got 50", nn.linear, x, faceid.randn(g, 50))
+    fails_with("nn.linear: bias has shape 4, expected 5", nn.linear, x, w, faceid.zeros(4))
+    fails_with("nn.linear: weight must be contiguous", nn.linear, x, faceid.randn(g, 10, 5):t())
+    fails_with("nn.linear: input must be dense apart from its batch stride", nn.linear, faceid.randn(g, 10, 4):t(), w)
+    fails_with("nn.linear: out has shape 4x4, expected 4x5", nn.linear, x, w, nil, faceid.zeros(4, 4))
+    fails_with("nn.linear_backward: output gradient has shape 4x10, expected 4x5", nn.linear_backward, x, x, w)
+    fails_with("nn.linear_backward: weight gradient has shape 10x5, expected 5x10", nn.linear_backward,
+      faceid.zeros(4, 5), x, w, nil, faceid.zeros(10, 5))
+    fails_with("nn.linear_backward: the weight gradient overlaps the weight", nn.linear_backward,
+      faceid.zeros(4, 5), x, w, nil, w)
+  end)
+end)
