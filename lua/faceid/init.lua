@@ -11,15 +11,17 @@ end
 M._VERSION = core._VERSION
 M.core = core
 
+-- field -> module, loaded on first use
 local submodules = {
-  image = true,
-  nn = true,
+  image = "faceid.image",
+  nn = "faceid.nn",
+  DenseNet = "faceid.densenet",
 }
 
 return setmetatable(M, {
   __index = function(t, k)
     if submodules[k] then
-      local mod = require("faceid." .. k)
+      local mod = require(submodules[k])
       rawset(t, k, mod)
       return mod
     end

@@ -1,0 +1,824 @@
+/* densenet.c - the DenseNet-BC network: parameter table and flat blocks,
+ * activation arenas, forward and backward with memory-efficient dense
+ * blocks (one shared feature buffer per block, BN+ReLU recomputed in
+ * backward). The layout and the memory plan are described in densenet.h.
+ */
+#include "densenet.h"
+#include "layers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct bn_ref {
+    int w, b;          /* parameter entries: gamma, beta */
+    int rm, rv;        /* buffer entries: running mean, running var */
+    size_t C;
+    float *mean, *invstd; /* (C) batch statistics saved by the forward */
+} bn_ref;
+
+typedef struct dlayer {
+    size_t cin;        /* channels read from the block buffer */
+    bn_ref n1, n2;
+    int conv1, conv2;  /* (bw, cin, 1, 1), (k, bw, 3, 3) */
+    float *y1;         /* (N, bw, H, W) bottleneck output, kept for backward */
+} dlayer;
+
+typedef struct dblock {
+    size_t c0, ctot, H, W; /* block input channels, all channels, size */
+    int L;
+    dlayer *layers;
+    float *buf;        /* (N, ctot, H, W) concatenated features */
+    float *dbuf;       /* (N, ctot, H, W) their gradient (training) */
+    int has_trans;     /* a transition follows this block */
+    bn_ref tn;
+    int tconv;         /* (cout, ctot, 1, 1) */
+    size_t cout;
+    float *pooled;     /* (N, ctot, H/2, W/2) relu(bn(buf)) pooled, kept */
+} dblock;
+
+struct fid_densenet {
+    fid_densenet_config cfg;
+    fid_dn_entry *ptab, *btab;
+    int np, nb, pcap, bcap;
+    size_t nparam, nbuf;        /* floats */
+    float *params, *grads, *buffers, *stats;
+    int64_t batches;
+    int training, have_forward;
+    size_t last_n;
+    /* architecture */
+    int conv0;
+    bn_ref n0;
+    size_t c0, H0, W0;          /* stem conv output (c0 = 2k) */
+    dblock blocks[FID_DN_MAXBLOCKS];
+    bn_ref n5;
+    int cls_w, cls_b;
+    size_t C5;
+    /* per-image sizes in floats, fixed by the config */
+    size_t act_max, idx_per, train_per;
+    /* eval arena (also used in training) */
+    size_t cap_eval;
+    float *eval_arena;
+    float *s1, *s2, *s3, *s4, *ws, *feat;
+    int32_t *idx0;
+    /* training arena */
+    size_t cap_train;
+    float *train_arena;
+    float *x, *y0, *dfeat;
+};
+
+/* ---- configuration -------------------------------------------------------- */
+
+void fid_densenet_default_config(fid_densenet_config *c)
+{
+    static const int b121[4] = {6, 12, 24, 16};
+    memset(c, 0, sizeof *c);
+    c->growth = 32;
+    c->nblocks = 4;
+    memcpy(c->blocks, b121, sizeof b121);
+    c->bottleneck = 4;
+    c->compression = 0.5f;
+    c->stem = FID_STEM_IMAGENET;
+    c->embedding = 32;
+    c->input = 128;
+    c->channels = 3;
+    c->bn_momentum = 0.1f;
+    c->bn_eps = 1e-5f;
+}
+
+static size_t stem_out(const fid_densenet_config *c)
+{
+    return c->stem == FID_STEM_IMAGENET ? ((size_t)c->input - 1) / 2 + 1 : (size_t)c->input;
+}
+
+static size_t block1_size(const fid_densenet_config *c)
+{
+    size_t h0 = stem_out(c);
+    return c->stem == FID_STEM_IMAGENET ? (h0 - 1) / 2 + 1 : h0;
+}
+
+int fid_densenet_check_config(const fid_densenet_config *c, char *err)
+{
+#define BAD(...) do { snprintf(err, FID_ERRMAX, __VA_ARGS__); return FID_EARG; } while (0)
+    if (c->growth < 1 || c->growth > 1024) BAD("growth must be 1..1024, got %d", c->growth);
+    if (c->nblocks < 1 || c->nblocks > FID_DN_MAXBLOCKS)
+        BAD("blocks must list 1..%d block sizes, got %d", FID_DN_MAXBLOCKS, c->nblocks);
+    for (int b = 0; b < c->nblocks; b++)
+        if (c->blocks[b] < 1 || c->blocks[b] > 512)
+            BAD("block %d must have 1..512 layers, got %d", b + 1, c->blocks[b]);
+    if (c->bottleneck < 1 || c->bottleneck > 64) BAD("bottleneck must be 1..64, got %d", c->bottleneck);
+    if (!(c->compression > 0.0f && c->compression <= 1.0f))
+        BAD("compression must be in (0, 1], got %g", (double)c->compression);
+    if (c->stem != FID_STEM_IMAGENET && c->stem != FID_STEM_SMALL) BAD("unknown stem %d", c->stem);
+    if (c->embedding < 1 || c->embedding > 65536) BAD("embedding must be 1..65536, got %d", c->embedding);
+    if (c->channels < 1 || c->channels > 64) BAD("channels must be 1..64, got %d", c->channels);
+    if (c->input < 1 || c->input > 4096) BAD("input must be 1..4096, got %d", c->input);
+    if (!(c->bn_momentum >= 0.0f && c->bn_momentum <= 1.0f))
+        BAD("batch-norm momentum must be in [0, 1], got %g", (double)c->bn_momentum);
+    if (!(c->bn_eps > 0.0f) || !isfinite(c->bn_eps)) BAD("batch-norm eps must be positive");
+    size_t h = block1_size(c), ch = 2 * (size_t)c->growth;
+    for (int b = 0; b < c->nblocks; b++) {
+        ch += (size_t)c->blocks[b] * (size_t)c->growth;
+        if (b + 1 < c->nblocks) {
+            if (h < 2)
+                BAD("input %d is too small: block %d is %zux%zu, too small for the 2x2 pooling after it",
+                    c->input, b + 1, h, h);
+            h /= 2;
+            ch = (size_t)floor((double)c->compression * (double)ch);
+            if (ch < 1) BAD("compression %g leaves no channels after block %d", (double)c->compression, b + 1);
+        }
+    }
+    return FID_OK;
+#undef BAD
+}
+
+/* ---- parameter table ------------------------------------------------------------ */
+
+static int add_entry(fid_dn_entry **tab, int *n, int *cap, size_t *total, const char *name,
+                     int kind, int ndim, size_t d0, size_t d1, size_t d2, size_t d3)
+{
+    if (*n == *cap) {
+        int nc = *cap ? 2 * *cap : 64;
+        fid_dn_entry *t = realloc(*tab, (size_t)nc * sizeof *t);
+        if (!t) return -1;
+        *tab = t;
+        *cap = nc;
+    }
+    fid_dn_entry *e = &(*tab)[*n];
+    size_t dims[FID_MAXDIM] = {d0, d1, d2, d3};
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->kind = kind;
+    e->ndim = ndim;
+    e->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        e->shape[d] = dims[d];
+        e->numel *= dims[d];
+    }
+    e->offset = *total;
+    /* each tensor starts on a 64-byte line: views and vector loads stay aligned */
+    *total += (e->numel + 15) & ~(size_t)15;
+    return (*n)++;
+}
+
+static int add_param(fid_densenet *net, const char *name, int kind, int ndim, size_t d0,
+                     size_t d1, size_t d2, size_t d3)
+{
+    return add_entry(&net->ptab, &net->np, &net->pcap, &net->nparam, name, kind, ndim, d0, d1, d2, d3);
+}
+
+static int add_conv(fid_densenet *net, const char *name, size_t oc, size_t c, size_t k)
+{
+    char full[FID_DN_NAMEMAX];
+    snprintf(full, sizeof full, "%s.weight", name);
+    return add_param(net, full, FID_PK_CONV, 4, oc, c, k, k);
+}
+
+static int add_bn(fid_densenet *net, bn_ref *r, const char *name, size_t C)
+{
+    char full[FID_DN_NAMEMAX];
+    snprintf(full, sizeof full, "%s.weight", name);
+    r->w = add_param(net, full, FID_PK_BN_WEIGHT, 1, C, 1, 1, 1);
+    snprintf(full, sizeof full, "%s.bias", name);
+    r->b = add_param(net, full, FID_PK_BN_BIAS, 1, C, 1, 1, 1);
+    snprintf(full, sizeof full, "%s.running_mean", name);
+    r->rm = add_entry(&net->btab, &net->nb, &net->bcap, &net->nbuf, full, FID_PK_RUNNING_MEAN, 1, C, 1, 1, 1);
+    snprintf(full, sizeof full, "%s.running_var", name);
+    r->rv = add_entry(&net->btab, &net->nb, &net->bcap, &net->nbuf, full, FID_PK_RUNNING_VAR, 1, C, 1, 1, 1);
+    r->C = C;
+    return (r->w < 0 || r->b < 0 || r->rm < 0 || r->rv < 0) ? -1 : 0;
+}
+
+/* builds the tables and the block geometry; returns -1 when out of memory */
+static int build(fid_densenet *net)
+{
+    const fid_densenet_config *c = &net->cfg;
+    const size_t k = (size_t)c->growth, bw = (size_t)c->bottleneck * k;
+    char name[64]; /* a module prefix; + ".running_mean" fits FID_DN_NAMEMAX */
+    int bad = 0;
+    net->c0 = 2 * k;
+    net->H0 = net->W0 = stem_out(c);
+    net->conv0 = add_conv(net, "features.conv0", net->c0, (size_t)c->channels,
+                          c->stem == FID_STEM_IMAGENET ? 7 : 3);
+    bad |= net->conv0 < 0 || add_bn(net, &net->n0, "features.norm0", net->c0);
+    size_t ch = net->c0, h = block1_size(c);
+    for (int b = 0; b < c->nblocks; b++) {
+        dblock *blk = &net->blocks[b];
+        blk->c0 = ch;
+        blk->L = c->blocks[b];
+        blk->H = blk->W = h;
+        blk->ctot = ch + (size_t)blk->L * k;
+        blk->layers = calloc((size_t)blk->L, sizeof(dlayer));
+        if (!blk->layers) return -1;
+        for (int l = 0; l < blk->L; l++) {
+            dlayer *ly = &blk->layers[l];
+            ly->cin = ch + (size_t)l * k;
+            snprintf(name, sizeof name, "features.denseblock%d.denselayer%d.norm1", b + 1, l + 1);
+            bad |= add_bn(net, &ly->n1, name, ly->cin);
+            snprintf(name, sizeof name, "features.denseblock%d.denselayer%d.conv1", b + 1, l + 1);
+            bad |= (ly->conv1 = add_conv(net, name, bw, ly->cin, 1)) < 0;
+            snprintf(name, sizeof name, "features.denseblock%d.denselayer%d.norm2", b + 1, l + 1);
+            bad |= add_bn(net, &ly->n2, name, bw);
+            snprintf(name, sizeof name, "features.denseblock%d.denselayer%d.conv2", b + 1, l + 1);
+            bad |= (ly->conv2 = add_conv(net, name, k, bw, 3)) < 0;
+        }
+        ch = blk->ctot;
+        if (b + 1 < c->nblocks) {
+            blk->has_trans = 1;
+            blk->cout = (size_t)floor((double)c->compression * (double)ch);
+            snprintf(name, sizeof name, "features.transition%d.norm", b + 1);
+            bad |= add_bn(net, &blk->tn, name, ch);
+            snprintf(name, sizeof name, "features.transition%d.conv", b + 1);
+            bad |= (blk->tconv = add_conv(net, name, blk->cout, ch, 1)) < 0;
+            ch = blk->cout;
+            h /= 2;
+        }
+    }
+    net->C5 = ch;
+    bad |= add_bn(net, &net->n5, "features.norm5", ch);
+    net->cls_w = add_param(net, "classifier.weight", FID_PK_LINEAR_WEIGHT, 2, (size_t)c->embedding, ch, 1, 1);
+    net->cls_b = add_param(net, "classifier.bias", FID_PK_LINEAR_BIAS, 1, (size_t)c->embedding, 1, 1, 1);
+    return (bad || net->cls_w < 0 || net->cls_b < 0) ? -1 : 0;
+}
+
+/* per-image float counts of the arenas, and the conv workspace */
+static fid_conv2d_shape conv_shape(size_t n, size_t C, size_t H, size_t W, size_t OC, size_t K,
+                                   size_t stride, size_t pad, size_t in_ns, size_t out_ns);
+static fid_conv2d_shape stem_conv_shape(const fid_densenet *net, size_t n);
+
+/* per-image float counts of the arenas */
+static void plan(fid_densenet *net)
+{
+    const fid_densenet_config *c = &net->cfg;
+    const size_t k = (size_t)c->growth, bw = (size_t)c->bottleneck * k;
+    const size_t S = (size_t)c->input, hw0 = net->H0 * net->W0;
+    size_t act = net->c0 * hw0, train = 0;
+    train += (size_t)c->channels * S * S + net->c0 * hw0; /* x, y0 */
+    for (int b = 0; b < c->nblocks; b++) {
+        const dblock *blk = &net->blocks[b];
+        size_t hw = blk->H * blk->W;
+        if (blk->ctot * hw > act) act = blk->ctot * hw;
+        if (bw * hw > act) act = bw * hw;
+        train += 2 * blk->ctot * hw + (size_t)blk->L * bw * hw; /* buf gradient, y1s */
+        if (blk->has_trans) train += blk->ctot * (blk->H / 2) * (blk->W / 2);
+    }
+    train += net->C5; /* dfeat */
+    net->act_max = act;
+    net->idx_per = c->stem == FID_STEM_IMAGENET ? net->c0 * net->blocks[0].H * net->blocks[0].W : 0;
+    net->train_per = train;
+}
+
+/* the largest workspace any convolution of the network needs at batch n */
+static size_t conv_workspace(const fid_densenet *net, size_t n)
+{
+    const fid_densenet_config *c = &net->cfg;
+    const size_t k = (size_t)c->growth, bw = (size_t)c->bottleneck * k;
+    fid_conv2d_shape s = stem_conv_shape(net, n);
+    size_t ws = fid_conv2d_workspace(&s);
+    for (int b = 0; b < c->nblocks; b++) {
+        const dblock *blk = &net->blocks[b];
+        const size_t ns = blk->ctot * blk->H * blk->W;
+        for (int l = 0; l < blk->L; l++) {
+            s = conv_shape(n, blk->layers[l].cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+            if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
+        }
+        s = conv_shape(n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
+        if (blk->has_trans) {
+            const dblock *next = blk + 1;
+            s = conv_shape(n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
+                           next->ctot * next->H * next->W);
+            if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
+        }
+    }
+    return ws;
+}
+
+/* Arenas are carved by one walk that either measures (base == NULL) or
+   assigns pointers, so the size and the layout cannot disagree. */
+static float *take(float **p, size_t *used, size_t n)
+{
+    float *r = *p ? *p + *used : NULL;
+    *used += (n + 15) & ~(size_t)15; /* 64-byte aligned pieces */
+    return r;
+}
+
+static size_t carve_eval(fid_densenet *net, float *base, size_t n)
+{
+    size_t used = 0;
+    float *p = base;
+    net->s1 = take(&p, &used, n * net->act_max);
+    net->s2 = take(&p, &used, n * net->act_max);
+    net->s3 = take(&p, &used, n * net->act_max);
+    net->s4 = take(&p, &used, n * net->act_max);
+    net->ws = take(&p, &used, conv_workspace(net, n));
+    net->feat = take(&p, &used, n * net->C5);
+    net->idx0 = (int32_t *)take(&p, &used, n * net->idx_per); /* int32 and float: 4 bytes each */
+    for (int b = 0; b < net->cfg.nblocks; b++) {
+        dblock *blk = &net->blocks[b];
+        blk->buf = take(&p, &used, n * blk->ctot * blk->H * blk->W);
+    }
+    return used;
+}
+
+static size_t carve_train(fid_densenet *net, float *base, size_t n)
+{
+    const fid_densenet_config *c = &net->cfg;
+    const size_t bw = (size_t)c->bottleneck * (size_t)c->growth, S = (size_t)c->input;
+    size_t used = 0;
+    float *p = base;
+    net->x = take(&p, &used, n * (size_t)c->channels * S * S);
+    net->y0 = take(&p, &used, n * net->c0 * net->H0 * net->W0);
+    net->dfeat = take(&p, &used, n * net->C5);
+    for (int b = 0; b < c->nblocks; b++) {
+        dblock *blk = &net->blocks[b];
+        size_t hw = blk->H * blk->W;
+        blk->dbuf = take(&p, &used, n * blk->ctot * hw);
+        for (int l = 0; l < blk->L; l++) blk->layers[l].y1 = take(&p, &used, n * bw * hw);
+        if (blk->has_trans) blk->pooled = take(&p, &used, n * blk->ctot * (blk->H / 2) * (blk->W / 2));
+    }
+    return used;
+}
+
+/* a batch of n must not overflow the arenas' size_t arithmetic */
+static int batch_fits(const fid_densenet *net, size_t n, char *err)
+{
+    size_t per = 5 * net->act_max + net->train_per + net->C5 + net->idx_per;
+    if (n > 1 && per > SIZE_MAX / sizeof(float) / 4 / n) {
+        snprintf(err, FID_ERRMAX, "a batch of %zu images is too large", n);
+        return 0;
+    }
+    return 1;
+}
+
+static int grow(fid_densenet *net, size_t n, int train, char *err)
+{
+    size_t *cap = train ? &net->cap_train : &net->cap_eval;
+    float **arena = train ? &net->train_arena : &net->eval_arena;
+    size_t (*carve)(fid_densenet *, float *, size_t) = train ? carve_train : carve_eval;
+    if (n <= *cap) return FID_OK;
+    if (!batch_fits(net, n, err)) return FID_ENOMEM;
+    size_t floats = carve(net, NULL, n);
+    float *a = fid_alloc(floats);
+    if (!a) {
+        carve(net, *arena, *cap); /* keep the old layout valid */
+        snprintf(err, FID_ERRMAX, "cannot allocate %zu MiB of %s activations for a batch of %zu",
+                 floats * sizeof(float) >> 20, train ? "training" : "inference", n);
+        return FID_ENOMEM;
+    }
+    fid_free(*arena);
+    *arena = a;
+    *cap = n;
+    net->have_forward = 0;
+    carve(net, a, n);
+    return FID_OK;
+}
+
+/* saved batch statistics: mean and invstd per BN channel, allocated once */
+static void assign_stats(bn_ref *r, float **p)
+{
+    r->mean = *p;
+    r->invstd = *p + r->C;
+    *p += 2 * r->C;
+}
+
+static int alloc_stats(fid_densenet *net)
+{
+    size_t total = 0;
+    for (int i = 0; i < net->nb; i++) total += net->btab[i].numel;
+    float *p = fid_alloc(total);
+    if (!p) return -1;
+    net->stats = p;
+    assign_stats(&net->n0, &p);
+    for (int b = 0; b < net->cfg.nblocks; b++) {
+        for (int l = 0; l < net->blocks[b].L; l++) {
+            assign_stats(&net->blocks[b].layers[l].n1, &p);
+            assign_stats(&net->blocks[b].layers[l].n2, &p);
+        }
+        if (net->blocks[b].has_trans) assign_stats(&net->blocks[b].tn, &p);
+    }
+    assign_stats(&net->n5, &p);
+    return 0;
+}
+
+static float *P(fid_densenet *net, int e) { return net->params + net->ptab[e].offset; }
+static float *G(fid_densenet *net, int e) { return net->grads + net->ptab[e].offset; }
+static float *B(fid_densenet *net, int e) { return net->buffers + net->btab[e].offset; }
+
+static void init_weights(fid_densenet *net, fid_rng *rng)
+{
+    memset(net->params, 0, net->nparam * sizeof(float));
+    for (int i = 0; i < net->np; i++) {
+        const fid_dn_entry *e = &net->ptab[i];
+        float *w = net->params + e->offset;
+        fid_tensor t;
+        size_t n = e->numel;
+        fid_tensor_init(&t, w, 1, &n);
+        switch (e->kind) {
+        case FID_PK_CONV: /* kaiming_normal_, fan_in, ReLU gain */
+            fid_tensor_normal(&t, rng, 0.0f, (float)sqrt(2.0 / (double)(e->shape[1] * e->shape[2] * e->shape[3])));
+            break;
+        case FID_PK_BN_WEIGHT: fid_tensor_fill(&t, 1.0f); break;
+        case FID_PK_LINEAR_WEIGHT: { /* nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in)) */
+            float bound = (float)(1.0 / sqrt((double)e->shape[1]));
+            fid_tensor_uniform(&t, rng, -bound, bound);
+            break;
+        }
+        default: break; /* biases 0 */
+        }
+    }
+    for (int i = 0; i < net->nb; i++) {
+        const fid_dn_entry *e = &net->btab[i];
+        float v = e->kind == FID_PK_RUNNING_VAR ? 1.0f : 0.0f;
+        for (size_t j = 0; j < e->numel; j++) net->buffers[e->offset + j] = v;
+    }
+}
+
+fid_densenet *fid_densenet_new(const fid_densenet_config *c, fid_rng *rng, char *err)
+{
+    if (fid_densenet_check_config(c, err)) return NULL;
+    fid_densenet *net = calloc(1, sizeof *net);
+    if (!net) goto oom;
+    net->cfg = *c;
+    net->training = 1;
+    if (build(net)) goto oom;
+    plan(net);
+    net->params = fid_alloc(net->nparam);
+    net->grads = fid_alloc(net->nparam);
+    net->buffers = fid_alloc(net->nbuf);
+    if (!net->params || !net->grads || !net->buffers || alloc_stats(net)) goto oom;
+    memset(net->grads, 0, net->nparam * sizeof(float));
+    init_weights(net, rng);
+    return net;
+oom:
+    fid_densenet_free(net);
+    snprintf(err, FID_ERRMAX, "out of memory building the network");
+    return NULL;
+}
+
+void fid_densenet_free(fid_densenet *net)
+{
+    if (!net) return;
+    for (int b = 0; b < FID_DN_MAXBLOCKS; b++) free(net->blocks[b].layers);
+    free(net->ptab);
+    free(net->btab);
+    fid_free(net->params);
+    fid_free(net->grads);
+    fid_free(net->buffers);
+    fid_free(net->stats);
+    fid_free(net->eval_arena);
+    fid_free(net->train_arena);
+    free(net);
+}
+
+const fid_densenet_config *fid_densenet_config_of(const fid_densenet *net) { return &net->cfg; }
+int fid_densenet_nparams(const fid_densenet *net) { return net->np; }
+const fid_dn_entry *fid_densenet_param(const fid_densenet *net, int i) { return &net->ptab[i]; }
+int fid_densenet_nbuffers(const fid_densenet *net) { return net->nb; }
+const fid_dn_entry *fid_densenet_buffer(const fid_densenet *net, int i) { return &net->btab[i]; }
+float *fid_densenet_params(fid_densenet *net) { return net->params; }
+float *fid_densenet_grads(fid_densenet *net) { return net->grads; }
+float *fid_densenet_buffers(fid_densenet *net) { return net->buffers; }
+size_t fid_densenet_num_buffer_floats(const fid_densenet *net) { return net->nbuf; }
+int64_t fid_densenet_batches_tracked(const fid_densenet *net) { return net->batches; }
+void fid_densenet_set_batches_tracked(fid_densenet *net, int64_t n) { net->batches = n; }
+size_t fid_densenet_feature_channels(const fid_densenet *net) { return net->C5; }
+int fid_densenet_training(const fid_densenet *net) { return net->training; }
+
+size_t fid_densenet_num_parameters(const fid_densenet *net)
+{
+    size_t n = 0;
+    for (int i = 0; i < net->np; i++) n += net->ptab[i].numel;
+    return n;
+}
+
+size_t fid_densenet_block_channels(const fid_densenet *net, int b)
+{
+    return net->blocks[b].c0;
+}
+
+void fid_densenet_set_training(fid_densenet *net, int training)
+{
+    net->training = training != 0;
+}
+
+void fid_densenet_zero_grad(fid_densenet *net)
+{
+    memset(net->grads, 0, net->nparam * sizeof(float));
+}
+
+size_t fid_densenet_arena_bytes(const fid_densenet *net)
+{
+    size_t floats = 0;
+    fid_densenet *m = (fid_densenet *)net; /* measuring walks only: pointers are re-carved */
+    if (net->cap_eval) floats += carve_eval(m, m->eval_arena, net->cap_eval);
+    if (net->cap_train) floats += carve_train(m, m->train_arena, net->cap_train);
+    return floats * sizeof(float);
+}
+
+/* ---- kernels glue ------------------------------------------------------------------ */
+
+static void bn_forward(fid_densenet *net, const bn_ref *r, float *out, size_t out_ns,
+                       const float *in, size_t in_ns, size_t n, size_t H, size_t W, int training)
+{
+    char err[FID_ERRMAX];
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
+                               .out_nstride = out_ns, .eps = net->cfg.bn_eps,
+                               .momentum = net->cfg.bn_momentum};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_forward(out, r->mean, r->invstd, B(net, r->rm), B(net, r->rv), in,
+                            P(net, r->w), P(net, r->b), &s, training);
+}
+
+static void bn_backward(fid_densenet *net, const bn_ref *r, float *din, size_t din_ns,
+                        const float *dout, size_t dout_ns, const float *in, size_t in_ns,
+                        size_t n, size_t H, size_t W)
+{
+    char err[FID_ERRMAX];
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
+                               .out_nstride = dout_ns, .din_nstride = din_ns, .dout_nstride = dout_ns,
+                               .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_backward(din, G(net, r->w), G(net, r->b), dout, in, P(net, r->w), r->mean,
+                             r->invstd, &s, 1);
+}
+
+/* out (N, C, HW) contiguous = relu(bn(in)) with the saved batch statistics:
+   the recomputation that replaces storing BN+ReLU outputs */
+static void bn_relu_apply(fid_densenet *net, const bn_ref *r, float *out, const float *in,
+                          size_t in_ns, size_t n, size_t hw)
+{
+    const float *g = P(net, r->w), *bt = P(net, r->b);
+    for (size_t c = 0; c < r->C; c++) {
+        const float mu = r->mean[c], scale = (float)((double)g[c] * (double)r->invstd[c]), b = bt[c];
+        for (size_t i = 0; i < n; i++) {
+            const float *x = in + i * in_ns + c * hw;
+            float *y = out + (i * r->C + c) * hw;
+            for (size_t j = 0; j < hw; j++) {
+                float v = (x[j] - mu) * scale + b;
+                y[j] = v > 0.0f ? v : 0.0f;
+            }
+        }
+    }
+}
+
+static void relu_inplace(float *x, size_t count)
+{
+    for (size_t i = 0; i < count; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* grad *= (act > 0), both contiguous */
+static void relu_mask(float *grad, const float *act, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (!(act[i] > 0.0f)) grad[i] = 0.0f;
+}
+
+static fid_conv2d_shape conv_shape(size_t n, size_t C, size_t H, size_t W, size_t OC, size_t K,
+                                   size_t stride, size_t pad, size_t in_ns, size_t out_ns)
+{
+    char err[FID_ERRMAX];
+    fid_conv2d_shape s = {.N = n, .C = C, .H = H, .W = W, .OC = OC, .KH = K, .KW = K,
+                          .stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad,
+                          .in_nstride = in_ns, .out_nstride = out_ns};
+    fid_conv2d_check(&s, err);
+    return s;
+}
+
+static fid_conv2d_shape stem_conv_shape(const fid_densenet *net, size_t n)
+{
+    const fid_densenet_config *c = &net->cfg;
+    int big = c->stem == FID_STEM_IMAGENET;
+    return conv_shape(n, (size_t)c->channels, (size_t)c->input, (size_t)c->input, net->c0,
+                      big ? 7 : 3, big ? 2 : 1, big ? 3 : 1, 0, 0);
+}
+
+static fid_pool2d_shape maxpool_shape(const fid_densenet *net, size_t n)
+{
+    char err[FID_ERRMAX];
+    const dblock *b0 = &net->blocks[0];
+    fid_pool2d_shape s = {.N = n, .C = net->c0, .H = net->H0, .W = net->W0, .KH = 3, .KW = 3,
+                          .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1,
+                          .out_nstride = b0->ctot * b0->H * b0->W};
+    fid_pool2d_check(&s, err);
+    return s;
+}
+
+static fid_pool2d_shape trans_pool_shape(const dblock *blk, size_t n)
+{
+    char err[FID_ERRMAX];
+    fid_pool2d_shape s = {.N = n, .C = blk->ctot, .H = blk->H, .W = blk->W, .KH = 2, .KW = 2,
+                          .stride_h = 2, .stride_w = 2};
+    fid_pool2d_check(&s, err);
+    return s;
+}
+
+/* ---- forward -------------------------------------------------------------------------- */
+
+static void stem_forward(fid_densenet *net, const float *in, size_t n, int tr)
+{
+    const dblock *b0 = &net->blocks[0];
+    const size_t hw0 = net->H0 * net->W0, ns0 = b0->ctot * b0->H * b0->W;
+    fid_conv2d_shape cs = stem_conv_shape(net, n);
+    float *y0 = tr ? net->y0 : net->s2;
+    fid_conv2d_forward(y0, in, P(net, net->conv0), NULL, &cs, net->ws);
+    if (net->cfg.stem == FID_STEM_IMAGENET) {
+        fid_pool2d_shape ps = maxpool_shape(net, n);
+        bn_forward(net, &net->n0, net->s1, 0, y0, 0, n, net->H0, net->W0, tr);
+        relu_inplace(net->s1, n * net->c0 * hw0);
+        fid_maxpool2d_forward(b0->buf, net->idx0, net->s1, &ps);
+    } else {
+        bn_forward(net, &net->n0, b0->buf, ns0, y0, 0, n, net->H0, net->W0, tr);
+        for (size_t i = 0; i < n; i++) relu_inplace(b0->buf + i * ns0, net->c0 * hw0);
+    }
+}
+
+static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
+{
+    const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
+    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    for (int l = 0; l < blk->L; l++) {
+        dlayer *ly = &blk->layers[l];
+        float *y1 = tr ? ly->y1 : net->s3;
+        fid_conv2d_shape c1 = conv_shape(n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+        fid_conv2d_shape c2 = conv_shape(n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        bn_forward(net, &ly->n1, net->s1, 0, blk->buf, ns, n, blk->H, blk->W, tr);
+        relu_inplace(net->s1, n * ly->cin * hw);
+        fid_conv2d_forward(y1, net->s1, P(net, ly->conv1), NULL, &c1, net->ws);
+        bn_forward(net, &ly->n2, net->s2, 0, y1, 0, n, blk->H, blk->W, tr);
+        relu_inplace(net->s2, n * bw * hw);
+        fid_conv2d_forward(blk->buf + ly->cin * hw, net->s2, P(net, ly->conv2), NULL, &c2, net->ws);
+    }
+}
+
+static void trans_forward(fid_densenet *net, dblock *blk, dblock *next, size_t n, int tr)
+{
+    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    fid_pool2d_shape ps = trans_pool_shape(blk, n);
+    float *pooled = tr ? blk->pooled : net->s2;
+    fid_conv2d_shape cs = conv_shape(n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
+                                     next->ctot * next->H * next->W);
+    bn_forward(net, &blk->tn, net->s1, 0, blk->buf, ns, n, blk->H, blk->W, tr);
+    relu_inplace(net->s1, n * ns);
+    fid_avgpool2d_forward(pooled, net->s1, &ps);
+    fid_conv2d_forward(next->buf, pooled, P(net, blk->tconv), NULL, &cs, net->ws);
+}
+
+static void head_forward(fid_densenet *net, float *out, size_t n, int tr)
+{
+    const dblock *last = &net->blocks[net->cfg.nblocks - 1];
+    const size_t hw = last->H * last->W;
+    char err[FID_ERRMAX];
+    fid_pool2d_shape gs = {.N = n, .C = net->C5, .H = last->H, .W = last->W};
+    fid_linear_shape ls = {.N = n, .IN = net->C5, .OUT = (size_t)net->cfg.embedding};
+    fid_global_avgpool_check(&gs, err);
+    fid_linear_check(&ls, err);
+    bn_forward(net, &net->n5, net->s1, 0, last->buf, 0, n, last->H, last->W, tr);
+    relu_inplace(net->s1, n * net->C5 * hw);
+    fid_global_avgpool_forward(net->feat, net->s1, &gs);
+    fid_linear_forward(out, net->feat, P(net, net->cls_w), P(net, net->cls_b), &ls);
+}
+
+int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t n, char *err)
+{
+    const fid_densenet_config *c = &net->cfg;
+    const int tr = net->training;
+    if (n == 0) {
+        snprintf(err, FID_ERRMAX, "empty batch");
+        return FID_EARG;
+    }
+    const dblock *last = &net->blocks[c->nblocks - 1];
+    if (tr && n * last->H * last->W < 2) {
+        snprintf(err, FID_ERRMAX, "training needs more than one value per channel for batch norm");
+        return FID_EARG;
+    }
+    if (grow(net, n, 0, err) || (tr && grow(net, n, 1, err))) return FID_ENOMEM;
+    net->have_forward = 0;
+    if (tr) memcpy(net->x, in, n * (size_t)c->channels * (size_t)c->input * (size_t)c->input * sizeof(float));
+    stem_forward(net, tr ? net->x : in, n, tr);
+    for (int b = 0; b < c->nblocks; b++) {
+        block_forward(net, &net->blocks[b], n, tr);
+        if (net->blocks[b].has_trans) trans_forward(net, &net->blocks[b], &net->blocks[b + 1], n, tr);
+    }
+    head_forward(net, out, n, tr);
+    if (tr) {
+        net->batches++;
+        net->have_forward = 1;
+        net->last_n = n;
+    }
+    return FID_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------------- */
+
+static void head_backward(fid_densenet *net, const float *dout, size_t n)
+{
+    dblock *last = &net->blocks[net->cfg.nblocks - 1];
+    const size_t hw = last->H * last->W;
+    char err[FID_ERRMAX];
+    fid_pool2d_shape gs = {.N = n, .C = net->C5, .H = last->H, .W = last->W};
+    fid_linear_shape ls = {.N = n, .IN = net->C5, .OUT = (size_t)net->cfg.embedding};
+    fid_global_avgpool_check(&gs, err);
+    fid_linear_check(&ls, err);
+    memset(net->dfeat, 0, n * net->C5 * sizeof(float));
+    fid_linear_backward(net->dfeat, G(net, net->cls_w), G(net, net->cls_b), dout, net->feat,
+                        P(net, net->cls_w), &ls);
+    memset(net->s4, 0, n * net->C5 * hw * sizeof(float));
+    fid_global_avgpool_backward(net->s4, net->dfeat, &gs);
+    bn_relu_apply(net, &net->n5, net->s1, last->buf, net->C5 * hw, n, hw);
+    relu_mask(net->s4, net->s1, n * net->C5 * hw);
+    bn_backward(net, &net->n5, last->dbuf, 0, net->s4, 0, last->buf, 0, n, last->H, last->W);
+}
+
+static void block_backward(fid_densenet *net, dblock *blk, size_t n)
+{
+    const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
+    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    for (int l = blk->L - 1; l >= 0; l--) {
+        dlayer *ly = &blk->layers[l];
+        fid_conv2d_shape c1 = conv_shape(n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+        fid_conv2d_shape c2 = conv_shape(n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        /* through conv2: needs a2 = relu(bn2(y1)), recomputed */
+        bn_relu_apply(net, &ly->n2, net->s2, ly->y1, bw * hw, n, hw);
+        memset(net->s3, 0, n * bw * hw * sizeof(float));
+        fid_conv2d_backward(net->s3, G(net, ly->conv2), NULL, blk->dbuf + ly->cin * hw, net->s2,
+                            P(net, ly->conv2), &c2, net->ws);
+        relu_mask(net->s3, net->s2, n * bw * hw);
+        memset(net->s2, 0, n * bw * hw * sizeof(float));
+        bn_backward(net, &ly->n2, net->s2, 0, net->s3, 0, ly->y1, 0, n, blk->H, blk->W);
+        /* through conv1: needs a1 = relu(bn1(features)), recomputed */
+        bn_relu_apply(net, &ly->n1, net->s1, blk->buf, ns, n, hw);
+        memset(net->s4, 0, n * ly->cin * hw * sizeof(float));
+        fid_conv2d_backward(net->s4, G(net, ly->conv1), NULL, net->s2, net->s1, P(net, ly->conv1),
+                            &c1, net->ws);
+        relu_mask(net->s4, net->s1, n * ly->cin * hw);
+        bn_backward(net, &ly->n1, blk->dbuf, ns, net->s4, 0, blk->buf, ns, n, blk->H, blk->W);
+    }
+}
+
+static void trans_backward(fid_densenet *net, dblock *blk, dblock *next, size_t n)
+{
+    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    const size_t phw = (blk->H / 2) * (blk->W / 2);
+    fid_pool2d_shape ps = trans_pool_shape(blk, n);
+    fid_conv2d_shape cs = conv_shape(n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
+                                     next->ctot * next->H * next->W);
+    memset(net->s2, 0, n * blk->ctot * phw * sizeof(float));
+    fid_conv2d_backward(net->s2, G(net, blk->tconv), NULL, next->dbuf, blk->pooled,
+                        P(net, blk->tconv), &cs, net->ws);
+    memset(net->s4, 0, n * ns * sizeof(float));
+    fid_avgpool2d_backward(net->s4, net->s2, &ps);
+    bn_relu_apply(net, &blk->tn, net->s1, blk->buf, ns, n, hw);
+    relu_mask(net->s4, net->s1, n * ns);
+    bn_backward(net, &blk->tn, blk->dbuf, 0, net->s4, 0, blk->buf, 0, n, blk->H, blk->W);
+}
+
+static void stem_backward(fid_densenet *net, float *din, size_t n)
+{
+    dblock *b0 = &net->blocks[0];
+    const size_t hw0 = net->H0 * net->W0, ns0 = b0->ctot * b0->H * b0->W;
+    const size_t count = n * net->c0 * hw0;
+    fid_conv2d_shape cs = stem_conv_shape(net, n);
+    memset(net->s2, 0, count * sizeof(float));
+    if (net->cfg.stem == FID_STEM_IMAGENET) {
+        fid_pool2d_shape ps = maxpool_shape(net, n);
+        fid_maxpool2d_backward(net->s2, b0->dbuf, net->idx0, &ps);
+        bn_relu_apply(net, &net->n0, net->s1, net->y0, net->c0 * hw0, n, hw0);
+        relu_mask(net->s2, net->s1, count);
+    } else {
+        /* the block buffer holds the ReLU output itself */
+        for (size_t i = 0; i < n; i++) {
+            const float *g = b0->dbuf + i * ns0, *a = b0->buf + i * ns0;
+            float *d = net->s2 + i * net->c0 * hw0;
+            for (size_t j = 0; j < net->c0 * hw0; j++) d[j] = a[j] > 0.0f ? g[j] : 0.0f;
+        }
+    }
+    memset(net->s3, 0, count * sizeof(float));
+    bn_backward(net, &net->n0, net->s3, 0, net->s2, 0, net->y0, 0, n, net->H0, net->W0);
+    if (din) memset(din, 0, n * cs.C * cs.H * cs.W * sizeof(float));
+    fid_conv2d_backward(din, G(net, net->conv0), NULL, net->s3, net->x, P(net, net->conv0), &cs, net->ws);
+}
+
+int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size_t n, char *err)
+{
+    if (!net->training || !net->have_forward) {
+        snprintf(err, FID_ERRMAX, "backward needs a training-mode forward first");
+        return FID_EARG;
+    }
+    if (n != net->last_n) {
+        snprintf(err, FID_ERRMAX, "gradient has %zu rows but the last forward had %zu", n, net->last_n);
+        return FID_EARG;
+    }
+    for (int b = 0; b < net->cfg.nblocks; b++) {
+        dblock *blk = &net->blocks[b];
+        memset(blk->dbuf, 0, n * blk->ctot * blk->H * blk->W * sizeof(float));
+    }
+    head_backward(net, dout, n);
+    for (int b = net->cfg.nblocks - 1; b >= 0; b--) {
+        block_backward(net, &net->blocks[b], n);
+        if (b > 0) trans_backward(net, &net->blocks[b - 1], &net->blocks[b], n);
+    }
+    stem_backward(net, din, n);
+    return FID_OK;
+}
