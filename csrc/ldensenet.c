@@ -10,8 +10,6 @@
 #include <lauxlib.h>
 #include <string.h>
 
-#define LFID_DENSENET "faceid.DenseNet"
-
 typedef struct ldensenet {
     fid_densenet *net;
     lfid_storage params, grads, buffers; /* what parameter views point at */
@@ -22,6 +20,11 @@ static ldensenet *check_ud(lua_State *L, int idx)
     ldensenet *u = luaL_checkudata(L, idx, LFID_DENSENET);
     if (!u->net) luaL_argerror(L, idx, "network has been closed");
     return u;
+}
+
+fid_densenet *lfid_densenet_check(lua_State *L, int idx)
+{
+    return check_ud(L, idx)->net;
 }
 
 static int get_int(lua_State *L, int t, const char *key)

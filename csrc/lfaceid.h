@@ -17,6 +17,9 @@
 
 #define LFID_TENSOR "faceid.Tensor"
 #define LFID_GENERATOR "faceid.Generator"
+#define LFID_DENSENET "faceid.DenseNet"
+
+struct fid_densenet;
 
 typedef struct lfid_storage {
     float *data;      /* NULL once freed */
@@ -43,6 +46,9 @@ fid_tensor *lfid_tensor_check(lua_State *L, int idx);
 fid_tensor *lfid_tensor_test(lua_State *L, int idx);
 /* the generator at idx, or a Lua error */
 fid_rng *lfid_generator_check(lua_State *L, int idx);
+/* the network at idx, or a Lua error (wrong type, or closed); the object
+   stays valid while the userdata is reachable (keep it in a user value) */
+struct fid_densenet *lfid_densenet_check(lua_State *L, int idx);
 /* raise "fname: err" */
 int lfid_error(lua_State *L, const char *fname, const char *err);
 /* read sizes from args [first, top] (integers) or from a table at `first`
