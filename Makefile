@@ -70,6 +70,18 @@ demo: deps
 	@$(MAKE) --no-print-directory $(MODULE)
 	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' $(LUA) examples/demo.lua
 
+# Speed and memory (never in tests): each configuration in a fresh process
+BENCH_INPUTS ?= 128
+BENCH_BATCH  ?= 32
+BENCH_THREADS ?= 2
+BENCH_RUN = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' $(LUA) bench/densenet.lua
+bench: $(MODULE)
+	@$(BENCH_RUN) --mode sgemm --threads $(BENCH_THREADS)
+	@for s in $(BENCH_INPUTS); do \
+	  $(BENCH_RUN) --mode train --input $$s --batch $(BENCH_BATCH) --threads $(BENCH_THREADS) || exit 1; \
+	  $(BENCH_RUN) --mode eval --input $$s --batch $(BENCH_BATCH) --threads $(BENCH_THREADS) || exit 1; \
+	done
+
 # LuaRocks install step (INST_* come from the rockspec)
 install: $(MODULE)
 	mkdir -p $(INST_LIBDIR)/faceid $(INST_LUADIR)/faceid
