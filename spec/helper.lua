@@ -63,6 +63,17 @@ function M.read_file(path)
   return s
 end
 
+--- The numbers of a nested table (as Tensor:totable gives), in order.
+function M.flatten(t, out)
+  out = out or {}
+  if type(t) == "number" then
+    out[#out + 1] = t
+  else
+    for _, v in ipairs(t) do M.flatten(v, out) end
+  end
+  return out
+end
+
 --- True under `make sanitize` (slow specs may shrink their sizes).
 M.sanitize = os.getenv("FACEID_SANITIZE") == "1"
 

@@ -10,15 +10,7 @@ local function f32(x)
   return (string.unpack("<f", string.pack("<f", x)))
 end
 
-local function flatten(t, out)
-  out = out or {}
-  if type(t) == "number" then
-    out[#out + 1] = t
-  else
-    for _, v in ipairs(t) do flatten(v, out) end
-  end
-  return out
-end
+local flatten = helper.flatten
 
 local function same_values(a, b)
   assert.are.same(a:size(), b:size())

@@ -2,20 +2,13 @@
 -- Expected values come from naive Lua loops over totable(), never from the
 -- kernels under test.
 local faceid = require("faceid")
+local helper = require("helper")
 
 local function close(a, b, tol)
   return math.abs(a - b) <= (tol or 1e-5) * math.max(1, math.abs(a), math.abs(b))
 end
 
-local function flatten(t, out)
-  out = out or {}
-  if type(t) == "number" then
-    out[#out + 1] = t
-  else
-    for _, v in ipairs(t) do flatten(v, out) end
-  end
-  return out
-end
+local flatten = helper.flatten
 
 local function assert_values(t, expected, tol)
   local got = flatten(t:totable())
