@@ -26,6 +26,7 @@ static int l_generator(lua_State *L)
 {
     uint64_t seed = check_seed(L, 1);
     fid_rng *r = lua_newuserdatauv(L, sizeof(fid_rng), 0);
+    memset(r, 0, sizeof *r);
     fid_rng_seed(r, seed);
     luaL_setmetatable(L, LFID_GENERATOR);
     return 1;
@@ -102,11 +103,19 @@ static int g_randperm(lua_State *L)
     return 1;
 }
 
-/* the whole state as a string, for checkpoints; set_state restores it */
+/* the whole state as a 25-byte string (s0, s1, spare, has_spare; native
+   byte order), for checkpoints; set_state restores it. Packed field by
+   field so struct padding never leaks into it: equal states, equal strings */
+#define STATE_BYTES (2 * sizeof(uint64_t) + sizeof(double) + 1)
+
 static int g_state(lua_State *L)
 {
     fid_rng *r = lfid_generator_check(L, 1);
-    lua_pushlstring(L, (const char *)r, sizeof *r);
+    char buf[STATE_BYTES];
+    memcpy(buf, r->s, 2 * sizeof(uint64_t));
+    memcpy(buf + 2 * sizeof(uint64_t), &r->spare, sizeof(double));
+    buf[STATE_BYTES - 1] = (char)(r->has_spare != 0);
+    lua_pushlstring(L, buf, sizeof buf);
     return 1;
 }
 
@@ -116,9 +125,12 @@ static int g_set_state(lua_State *L)
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
     fid_rng tmp;
-    if (len != sizeof tmp) return luaL_error(L, "Generator:set_state: state must be %d bytes, got %d",
-                                            (int)sizeof tmp, (int)len);
-    memcpy(&tmp, s, sizeof tmp);
+    if (len != STATE_BYTES)
+        return luaL_error(L, "Generator:set_state: state must be %d bytes, got %d", (int)STATE_BYTES, (int)len);
+    memset(&tmp, 0, sizeof tmp);
+    memcpy(tmp.s, s, 2 * sizeof(uint64_t));
+    memcpy(&tmp.spare, s + 2 * sizeof(uint64_t), sizeof(double));
+    tmp.has_spare = s[STATE_BYTES - 1] != 0;
     if (tmp.s[0] == 0 && tmp.s[1] == 0) return luaL_error(L, "Generator:set_state: invalid all-zero state");
     *r = tmp;
     lua_settop(L, 1);
