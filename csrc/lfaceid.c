@@ -54,6 +54,9 @@ LUALIB_API int luaopen_faceid_core(lua_State *L)
     lfid_open_io(L);
     lfid_open_layers(L);
     lfid_open_densenet(L);
+    lfid_open_augment(L);
+    lfid_open_loss(L);
+    lfid_open_optim(L);
     lua_pushcfunction(L, l_clock);
     lua_setfield(L, -2, "clock");
     lua_pushcfunction(L, l_memory);

@@ -71,5 +71,8 @@ void lfid_open_image(lua_State *L);
 void lfid_open_io(lua_State *L);
 void lfid_open_layers(lua_State *L);
 void lfid_open_densenet(lua_State *L);
+void lfid_open_augment(lua_State *L);
+void lfid_open_loss(lua_State *L);
+void lfid_open_optim(lua_State *L);
 
 #endif

@@ -171,8 +171,9 @@ local function infer_config(t, fname)
 end
 
 --- faceid.DenseNet.load(path [, opts]) -> net, or nil and a message.
--- Reads files written by net:save or a torchvision densenet state dict
--- saved as safetensors. The architecture comes from the tensor shapes (and
+-- Reads files written by net:save, training checkpoints (their optimizer.*
+-- and train.* tensors are not part of the network and are left out), or a
+-- torchvision densenet state dict saved as safetensors. The architecture comes from the tensor shapes (and
 -- the config in the metadata when present); opts may set `input` (and the
 -- batch-norm options) for files that do not record them. Every tensor must
 -- be present with its exact shape; the message names any that is not.
@@ -181,6 +182,9 @@ function M.load(path, opts)
   if type(path) ~= "string" then error(fname .. ": path must be a string", 2) end
   local tensors, meta = core.load(path)
   if not tensors then return nil, meta end
+  for name in pairs(tensors) do
+    if name:find("^optimizer%.") or name:find("^train%.") then tensors[name] = nil end
+  end
   local ok, net = pcall(function()
     local c = infer_config(tensors, fname)
     for _, k in ipairs({ "input", "bn_momentum", "bn_eps" }) do

@@ -16,6 +16,11 @@ local submodules = {
   image = "faceid.image",
   nn = "faceid.nn",
   DenseNet = "faceid.densenet",
+  data = "faceid.data",
+  pairs = "faceid.pairs",
+  augment = "faceid.augment",
+  schedule = "faceid.schedule",
+  metrics = "faceid.metrics",
 }
 
 return setmetatable(M, {
