@@ -120,22 +120,28 @@ end
 local config_keys = { "growth", "blocks", "bottleneck", "compression", "stem", "embedding", "input",
   "channels", "bn_momentum", "bn_eps" }
 
---- net:save(path): safetensors with torchvision's names and the config in
--- __metadata__; written atomically. Returns true, or nil and a message.
-function methods.save(net, path)
+--- net:save(path [, extra]): safetensors with torchvision's names and the
+-- config in __metadata__; written atomically. `extra` may add tensors,
+-- dtypes and metadata (training checkpoints add the optimizer state and
+-- where training stands). Returns true, or nil and a message.
+function methods.save(net, path, extra)
   if type(path) ~= "string" then error("DenseNet:save: path must be a string", 2) end
   local tensors, dtypes = net:state()
+  local scalars = {}
+  for name in pairs(dtypes) do scalars[name] = true end
   local c = net:config()
   local meta = { format = "faceid.densenet", faceid_version = core._VERSION }
   for _, k in ipairs(config_keys) do
     local v = c[k]
     meta[k] = type(v) == "table" and table.concat(v, ",") or tostring(v)
   end
-  return core.save(path, tensors, { metadata = meta, dtypes = dtypes, scalars = (function()
-    local s = {}
-    for name in pairs(dtypes) do s[name] = true end
-    return s
-  end)() })
+  for k, v in pairs(extra and extra.tensors or {}) do
+    if tensors[k] then error(("DenseNet:save: extra tensor '%s' would replace a network tensor"):format(k), 2) end
+    tensors[k] = v
+  end
+  for k, v in pairs(extra and extra.dtypes or {}) do dtypes[k] = v end
+  for k, v in pairs(extra and extra.metadata or {}) do meta[k] = tostring(v) end
+  return core.save(path, tensors, { metadata = meta, dtypes = dtypes, scalars = scalars })
 end
 
 -- the architecture a state dict describes, read from its shapes

@@ -16,6 +16,7 @@ local submodules = {
   image = "faceid.image",
   nn = "faceid.nn",
   DenseNet = "faceid.densenet",
+  train = "faceid.train",
   data = "faceid.data",
   pairs = "faceid.pairs",
   augment = "faceid.augment",

@@ -1,0 +1,101 @@
+-- The training loop end to end: it learns faces of people it never saw,
+-- and a run resumed from a checkpoint matches one that never stopped.
+local faceid = require("faceid")
+local helper = require("helper")
+
+local small_net = { growth = 6, blocks = { 2, 2 }, bottleneck = 2, stem = "small", embedding = 8 }
+
+-- a folder tree of synthetic people: each has its own blob pattern, each
+-- photo shifts and re-lights it a little (enough to train on, quickly)
+local function synthetic_tree(dir, people, photos, size)
+  local g = faceid.Generator(123)
+  for p = 1, people do
+    os.execute(("mkdir -p '%s/p%d'"):format(dir, p))
+    local cx, cy, r = g:uniform(5, size - 5), g:uniform(5, size - 5), g:uniform(2, 5)
+    local tone = { g:uniform(0.2, 1), g:uniform(0.2, 1), g:uniform(0.2, 1) }
+    for k = 1, photos do
+      local img = faceid.zeros(3, size, size)
+      local dx, dy, light = g:normal(0, 0.7), g:normal(0, 0.7), g:uniform(0.8, 1.2)
+      for c = 1, 3 do
+        for y = 1, size do
+          for x = 1, size do
+            local d2 = (x - cx - dx) ^ 2 + (y - cy - dy) ^ 2
+            img:set(c, y, x, math.min(1, tone[c] * light * math.exp(-d2 / (2 * r * r)) + 0.05 * g:uniform()))
+          end
+        end
+      end
+      assert(faceid.image.save(img, ("%s/p%d/%d.png"):format(dir, p, k)))
+    end
+  end
+end
+
+describe("faceid.train", function()
+  it("learns to tell held-out AT&T people apart", function()
+    local dir, why = helper.need_data("att_faces", "s1/1.pgm")
+    if not dir then return pending(why) end
+    local data = faceid.data.folders(dir)
+    local train_ds, val_ds = data:split_by_identity({ counts = { 30, 10 }, seed = 7 })
+    local net = faceid.DenseNet({ growth = 8, blocks = { 2, 2, 2 }, bottleneck = 2, stem = "small",
+      input = 32, embedding = 16, seed = 1 })
+    local val_loader = faceid.augment.Loader(val_ds, { size = 32 })
+    local val_pairs = faceid.pairs.fixed(val_ds, 11, { n_same = 200, n_diff = 200 })
+    local d0, y0 = faceid.train.distances(net, val_loader, val_pairs)
+    local auc0 = faceid.metrics.auc(d0, y0)
+    local r = faceid.train.run({ data = train_ds, val = val_ds, net = net, batch = 16, steps = 120,
+      schedule = "constant", lr = 1e-3, eval_every = 120, eval_pairs = 400, quiet = true, seed = 3 })
+    local first, last = 0, 0
+    for i = 1, 20 do
+      first = first + r.history[i].loss
+      last = last + r.history[#r.history - 20 + i].loss
+    end
+    assert(last < 0.85 * first, ("loss did not fall: %.4f -> %.4f"):format(first / 20, last / 20))
+    local d, y = faceid.train.distances(net, val_loader, val_pairs)
+    local auc = faceid.metrics.auc(d, y)
+    -- chance is 0.5; random DenseNet features already sort AT&T faces
+    -- somewhat, so training must also improve on the untrained network
+    assert(auc > 0.8 and auc > auc0,
+      ("held-out AUC %.3f (untrained %.3f): not clearly above chance and the untrained net"):format(auc, auc0))
+  end)
+
+  it("resumes from a checkpoint exactly where it stopped", function()
+    local dir = helper.tmpdir()
+    synthetic_tree(dir .. "/faces", 6, 4, 16)
+    local common = { data = dir .. "/faces", input = 16, net = small_net, batch = 4, eval_every = 6,
+      eval_pairs = 20, holdout = 2, checkpoint_every = 5, quiet = true, seed = 9 }
+    local function with(extra)
+      local o = {}
+      for k, v in pairs(common) do o[k] = v end
+      for k, v in pairs(extra) do o[k] = v end
+      return o
+    end
+    local full = faceid.train.run(with({ steps = 12, out = dir .. "/full" }))
+    faceid.train.run(with({ steps = 5, out = dir .. "/part" })) -- checkpoint at step 5
+    local resumed = faceid.train.run(with({ steps = 12, out = dir .. "/part",
+      resume = dir .. "/part/last.safetensors" }))
+    assert.are.equal(12, resumed.steps)
+    local a, b = full.net:flat(), resumed.net:flat()
+    assert.is_true(a:equal(b), "resumed weights differ from the uninterrupted run's")
+    for i = 6, 12 do
+      assert.are.equal(full.history[i].loss, resumed.history[i - 5].loss)
+    end
+    -- the checkpoint is also a model file
+    local m = assert(faceid.DenseNet.load(dir .. "/full/last.safetensors"))
+    assert.is_true(select(1, m:flat()):equal(a))
+    helper.rmtree(dir)
+  end)
+
+  it("stops on a non-finite loss with the step in the message", function()
+    local dir = helper.tmpdir()
+    synthetic_tree(dir .. "/faces", 4, 3, 16)
+    local ok, err = pcall(faceid.train.run, { data = dir .. "/faces", input = 16, net = small_net,
+      batch = 4, steps = 3, holdout = 0, quiet = true, lr = 1e30, schedule = "constant", optimizer = "sgd" })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("step %d+: "), err)
+    helper.rmtree(dir)
+  end)
+
+  it("refuses unknown options", function()
+    assert.has_error(function() faceid.train.run({ data = "x", stpes = 3 }) end,
+      "faceid.train.run: unknown option 'stpes'")
+  end)
+end)
