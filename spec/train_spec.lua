@@ -94,6 +94,32 @@ describe("faceid.train", function()
     helper.rmtree(dir)
   end)
 
+  it("saves a checkpoint and stops cleanly on Ctrl-C (SIGINT)", function()
+    local dir = helper.tmpdir()
+    synthetic_tree(dir .. "/faces", 4, 3, 16)
+    local script = dir .. "/run.lua"
+    helper.write_file(script, ([[
+      local faceid = require("faceid")
+      local r = faceid.train.run({ data = %q, input = 16, batch = 4, steps = 100000, holdout = 0,
+        net = { growth = 4, blocks = { 1, 1 }, bottleneck = 2, stem = "small", embedding = 4 },
+        out = %q, print_every = 1 })
+      print("interrupted", r.interrupted, r.steps)
+    ]]):format(dir .. "/faces", dir .. "/out"))
+    local cpath = package.cpath:match("^[^;]+")
+    local cmd = ("cd '%s' && LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s;;' lua5.4 '%s' > '%s/log' 2>&1 & "
+      .. "pid=$!; for i in $(seq 100); do grep -q '^step 3/' '%s/log' 2>/dev/null && break; sleep 0.1; done; "
+      .. "kill -INT $pid; wait $pid"):format(os.getenv("PWD") or ".", cpath, script, dir, dir)
+    os.execute(cmd)
+    local log = helper.read_file(dir .. "/log")
+    assert.truthy(log:find("stopped at step %d+, checkpoint saved"), log)
+    assert.truthy(log:find("interrupted	true"), log)
+    local steps = tonumber(log:match("interrupted	true	(%d+)"))
+    local t, meta = faceid.load(dir .. "/out/last.safetensors")
+    assert.is_not_nil(t, meta)
+    assert.are.equal(steps, tonumber(meta.step))
+    helper.rmtree(dir)
+  end)
+
   it("refuses unknown options", function()
     assert.has_error(function() faceid.train.run({ data = "x", stpes = 3 }) end,
       "faceid.train.run: unknown option 'stpes'")
