@@ -1,13 +1,16 @@
 /* batchnorm.c - 2-D batch normalisation (see layers.h): batch statistics
- * and the running averages in training, running statistics in eval, and
- * the backward pass of both. Per-channel sums run in double over the N
- * planes of H*W contiguous floats.
+ * and the running averages in training, running statistics in eval, the
+ * backward pass of both, and the fused forms DenseNet needs (BN + ReLU
+ * forward, the recomputation `apply`, the backward through BN + ReLU).
+ * Every channel is one job item: its sums run in double over the N planes
+ * of H*W contiguous floats in a fixed order, whatever the thread count.
  */
 #include "layers.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err)
 {
@@ -35,100 +38,334 @@ int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err)
     return FID_OK;
 }
 
+/* ---- per-plane loops ------------------------------------------------------
+ * On GCC's and Clang's generic vectors of 4 floats / 2 doubles (SSE2 on
+ * x86-64, NEON on arm64, scalar code where there is no SIMD). As plain
+ * loops, -O2 leaves these passes scalar - its vectoriser may not reorder a
+ * floating-point sum - and a scalar double sum waits on every addition's
+ * latency: the backward ran 3x slower. Element i of a plane goes to lane
+ * i % 4 of the accumulators (a tail of under 4 to lane 0); the lanes and
+ * their final combination are fixed, so results never depend on the thread
+ * count. */
+typedef float vf4 __attribute__((vector_size(16)));
+typedef double vd2 __attribute__((vector_size(16)));
+typedef int vi4 __attribute__((vector_size(16)));
+
+static vf4 load4(const float *p)
+{
+    vf4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static void store4(float *p, vf4 v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+static vf4 splat(float x)
+{
+    return (vf4){x, x, x, x};
+}
+
+static vd2 lo2(vf4 v)
+{
+    return (vd2){v[0], v[1]};
+}
+
+static vd2 hi2(vf4 v)
+{
+    return (vd2){v[2], v[3]};
+}
+
+/* v where keep (all bits set), else +0 */
+static vf4 keep_or_zero(vf4 v, vi4 keep)
+{
+    return (vf4)((vi4)v & keep);
+}
+
+/* ReLU's test v > 0 (false for NaN), or all lanes kept when !relu */
+static vi4 relu_keep(vf4 v, vi4 norelu)
+{
+    return (v > splat(0.0f)) | norelu;
+}
+
+static vi4 norelu_mask(int relu)
+{
+    const int m = relu ? 0 : -1;
+    return (vi4){m, m, m, m};
+}
+
+/* double accumulators: lanes 0-1 in a0, 2-3 in a1 (b likewise) */
+typedef struct lanes {
+    vd2 a0, a1, b0, b1;
+} lanes;
+
+static double total(vd2 lo, vd2 hi)
+{
+    return (lo[0] + lo[1]) + (hi[0] + hi[1]);
+}
+
+/* l->a += x */
+static void add_sum(lanes *l, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const vf4 v = load4(x + i);
+        l->a0 += lo2(v);
+        l->a1 += hi2(v);
+    }
+    for (; i < n; i++) l->a0[0] += x[i];
+}
+
+/* l->a += (x - mu)^2 */
+static void add_sqdev(lanes *l, const float *x, size_t n, double mu)
+{
+    const vd2 m = {mu, mu};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const vf4 v = load4(x + i);
+        const vd2 d0 = lo2(v) - m, d1 = hi2(v) - m;
+        l->a0 += d0 * d0;
+        l->a1 += d1 * d1;
+    }
+    for (; i < n; i++) {
+        double d = x[i] - mu;
+        l->a0[0] += d * d;
+    }
+}
+
+/* y = (x - mu) * scale + bt, then `v > 0 ? v : 0` when relu (the exact
+   test the backward's mask repeats); y may be x */
+static void affine(float *y, const float *x, size_t n, float mu, float scale, float bt, int relu)
+{
+    const vf4 vm = splat(mu), vs = splat(scale), vb = splat(bt);
+    const vi4 nr = norelu_mask(relu);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const vf4 v = (load4(x + i) - vm) * vs + vb;
+        store4(y + i, relu ? keep_or_zero(v, relu_keep(v, nr)) : v);
+    }
+    for (; i < n; i++) {
+        float v = (x[i] - mu) * scale + bt;
+        y[i] = !relu || v > 0.0f ? v : 0.0f;
+    }
+}
+
+/* the gradient reaching the BN output: dy, or 0 where the ReLU after it
+   stopped the recomputed pre-activation (x - mu) * scale + bt */
+typedef struct grad_in {
+    const float *dy, *x;
+    float mu, scale, bt;
+    int relu;
+} grad_in;
+
+/* l->a += g, l->b += g * (x - mu), g the gradient reaching the BN output */
+static void add_grad_sums(lanes *l, const grad_in *q, size_t n)
+{
+    const vf4 vm = splat(q->mu), vs = splat(q->scale), vb = splat(q->bt);
+    const vi4 nr = norelu_mask(q->relu);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const vf4 xm = load4(q->x + i) - vm;
+        const vf4 g = keep_or_zero(load4(q->dy + i), relu_keep(xm * vs + vb, nr));
+        const vd2 g0 = lo2(g), g1 = hi2(g);
+        l->a0 += g0;
+        l->a1 += g1;
+        l->b0 += g0 * lo2(xm);
+        l->b1 += g1 * hi2(xm);
+    }
+    for (; i < n; i++) {
+        const float xm = q->x[i] - q->mu;
+        const float g = !q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f;
+        l->a0[0] += g;
+        l->b0[0] += (double)g * xm;
+    }
+}
+
+/* dx (+)= k * g - ka - (x - mu) * kb in training, k * g in eval; dx must
+   not be dy or x */
+static void grad_input(float *dx, const grad_in *q, size_t n, float k, float ka, float kb, int training,
+                       int overwrite)
+{
+    const vf4 vm = splat(q->mu), vs = splat(q->scale), vb = splat(q->bt);
+    const vf4 vk = splat(k), vka = splat(ka), vkb = splat(kb);
+    const vi4 nr = norelu_mask(q->relu);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const vf4 xm = load4(q->x + i) - vm;
+        vf4 g = vk * keep_or_zero(load4(q->dy + i), relu_keep(xm * vs + vb, nr));
+        if (training) g = g - vka - xm * vkb;
+        store4(dx + i, overwrite ? g : load4(dx + i) + g);
+    }
+    for (; i < n; i++) {
+        const float xm = q->x[i] - q->mu;
+        float g = k * (!q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f);
+        if (training) g = g - ka - xm * kb;
+        dx[i] = overwrite ? g : dx[i] + g;
+    }
+}
+
+/* the scale every normalisation uses, from the float invstd that forward
+   saves: forward, apply and the backward's ReLU mask then compute exactly
+   the same pre-activation */
+static float scale_of(const float *gamma, const float *invstd, size_t c)
+{
+    return (float)((gamma ? (double)gamma[c] : 1.0) * (double)invstd[c]);
+}
+
+/* ---- forward ------------------------------------------------------------- */
+
+typedef struct bn_job {
+    float *out, *din, *dgamma, *dbeta;
+    float *mean, *invstd, *running_mean, *running_var;
+    const float *in, *dout, *gamma, *beta;
+    const float *cmean, *cinvstd; /* the statistics apply and backward read */
+    const fid_batchnorm2d_shape *s;
+    int training, relu;
+} bn_job;
+
 /* mean and biased variance of channel c, two passes in double */
 static void channel_stats(double *mean, double *var, const float *in, size_t c,
                           const fid_batchnorm2d_shape *s)
 {
     const size_t hw = s->H * s->W;
     const double m = (double)s->N * (double)hw;
-    double sum = 0.0, sq = 0.0;
-    for (size_t n = 0; n < s->N; n++) {
-        const float *p = in + n * s->in_nstride + c * hw;
-        for (size_t i = 0; i < hw; i++) sum += p[i];
-    }
-    double mu = sum / m;
-    for (size_t n = 0; n < s->N; n++) {
-        const float *p = in + n * s->in_nstride + c * hw;
-        for (size_t i = 0; i < hw; i++) {
-            double d = p[i] - mu;
-            sq += d * d;
-        }
-    }
+    lanes l;
+    memset(&l, 0, sizeof l);
+    for (size_t n = 0; n < s->N; n++) add_sum(&l, in + n * s->in_nstride + c * hw, hw);
+    const double mu = total(l.a0, l.a1) / m;
+    memset(&l, 0, sizeof l);
+    for (size_t n = 0; n < s->N; n++) add_sqdev(&l, in + n * s->in_nstride + c * hw, hw, mu);
     *mean = mu;
-    *var = sq / m;
+    *var = total(l.a0, l.a1) / m;
+}
+
+static void normalise(const bn_job *j, const float *mean, const float *invstd, size_t c)
+{
+    const fid_batchnorm2d_shape *s = j->s;
+    const size_t hw = s->H * s->W;
+    const float mu = mean[c], scale = scale_of(j->gamma, invstd, c), bt = j->beta ? j->beta[c] : 0.0f;
+    /* (x - mean) * scale + beta: subtracting the mean first (rather than
+       folding it into the shift) keeps precision when |mean| >> std */
+    for (size_t n = 0; n < s->N; n++)
+        affine(j->out + n * s->out_nstride + c * hw, j->in + n * s->in_nstride + c * hw, hw, mu, scale, bt,
+               j->relu);
+}
+
+static void forward_channels(void *ctx, size_t c0, size_t c1)
+{
+    const bn_job *j = ctx;
+    const fid_batchnorm2d_shape *s = j->s;
+    const size_t m = s->N * s->H * s->W;
+    for (size_t c = c0; c < c1; c++) {
+        double mu, var, is;
+        if (j->training) {
+            channel_stats(&mu, &var, j->in, c, s);
+            is = 1.0 / sqrt(var + (double)s->eps);
+            if (j->running_mean && j->running_var) {
+                double mom = s->momentum;
+                double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
+                j->running_mean[c] = (float)((1.0 - mom) * j->running_mean[c] + mom * mu);
+                j->running_var[c] = (float)((1.0 - mom) * j->running_var[c] + mom * unbiased);
+            }
+        } else {
+            mu = j->running_mean[c];
+            is = 1.0 / sqrt((double)j->running_var[c] + (double)s->eps);
+        }
+        j->mean[c] = (float)mu;
+        j->invstd[c] = (float)is;
+        normalise(j, j->mean, j->invstd, c);
+    }
+}
+
+/* floats a pass over the whole input touches: the grain of the pool */
+static size_t numel(const fid_batchnorm2d_shape *s)
+{
+    return s->N * s->C * s->H * s->W;
 }
 
 void fid_batchnorm2d_forward(float *out, float *mean, float *invstd, float *running_mean,
                              float *running_var, const float *in, const float *gamma,
                              const float *beta, const fid_batchnorm2d_shape *s, int training)
 {
-    const size_t hw = s->H * s->W, m = s->N * hw;
-    for (size_t c = 0; c < s->C; c++) {
-        double mu, var, is;
-        if (training) {
-            channel_stats(&mu, &var, in, c, s);
-            is = 1.0 / sqrt(var + (double)s->eps);
-            if (running_mean && running_var) {
-                double mom = s->momentum;
-                double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
-                running_mean[c] = (float)((1.0 - mom) * running_mean[c] + mom * mu);
-                running_var[c] = (float)((1.0 - mom) * running_var[c] + mom * unbiased);
-            }
-        } else {
-            mu = running_mean[c];
-            is = 1.0 / sqrt((double)running_var[c] + (double)s->eps);
-        }
-        mean[c] = (float)mu;
-        invstd[c] = (float)is;
-        /* y = (x - mean) * scale + beta: subtracting the mean first (rather
-           than folding it into the shift) keeps precision when |mean| >> std */
-        const float muf = (float)mu, scale = (float)((gamma ? gamma[c] : 1.0) * is);
-        const float bt = beta ? beta[c] : 0.0f;
+    bn_job j = {.out = out, .mean = mean, .invstd = invstd, .running_mean = running_mean,
+                .running_var = running_var, .in = in, .gamma = gamma, .beta = beta, .s = s,
+                .training = training, .relu = s->relu};
+    fid_pool_for_work(s->pool, s->C, 4 * numel(s), forward_channels, &j);
+}
+
+static void apply_channels(void *ctx, size_t c0, size_t c1)
+{
+    const bn_job *j = ctx;
+    for (size_t c = c0; c < c1; c++) normalise(j, j->cmean, j->cinvstd, c);
+}
+
+void fid_batchnorm2d_apply(float *out, const float *in, const float *mean, const float *invstd,
+                           const float *gamma, const float *beta, const fid_batchnorm2d_shape *s)
+{
+    bn_job j = {.out = out, .in = in, .gamma = gamma, .beta = beta, .cmean = mean, .cinvstd = invstd,
+                .s = s, .relu = s->relu};
+    fid_pool_for_work(s->pool, s->C, 2 * numel(s), apply_channels, &j);
+}
+
+/* ---- backward ------------------------------------------------------------ */
+
+static void backward_channels(void *ctx, size_t c0, size_t c1)
+{
+    const bn_job *j = ctx;
+    const fid_batchnorm2d_shape *s = j->s;
+    const size_t hw = s->H * s->W;
+    const double m = (double)s->N * (double)hw;
+    for (size_t c = c0; c < c1; c++) {
+        grad_in q = {.mu = j->cmean[c], .scale = scale_of(j->gamma, j->cinvstd, c),
+                     .bt = j->relu && j->beta ? j->beta[c] : 0.0f, .relu = j->relu};
+        const double is = j->cinvstd[c], g = j->gamma ? j->gamma[c] : 1.0;
+        /* sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd */
+        lanes l;
+        memset(&l, 0, sizeof l);
         for (size_t n = 0; n < s->N; n++) {
-            const float *x = in + n * s->in_nstride + c * hw;
-            float *y = out + n * s->out_nstride + c * hw;
-            for (size_t i = 0; i < hw; i++) y[i] = (x[i] - muf) * scale + bt;
+            q.dy = j->dout + n * s->dout_nstride + c * hw;
+            q.x = j->in + n * s->in_nstride + c * hw;
+            add_grad_sums(&l, &q, hw);
+        }
+        const double sdy = total(l.a0, l.a1), sdyx = total(l.b0, l.b1) * is;
+        if (j->dgamma) j->dgamma[c] += (float)sdyx;
+        if (j->dbeta) j->dbeta[c] += (float)sdy;
+        if (!j->din) continue;
+        /* training: dx = g * is * (dy - mean(dy) - xhat * mean(dy * xhat));
+           eval: the statistics are constants, dx = g * is * dy */
+        const float k = (float)(g * is);
+        const float ka = j->training ? (float)(k * (sdy / m)) : 0.0f;
+        const float kb = j->training ? (float)(k * is * (sdyx / m)) : 0.0f;
+        for (size_t n = 0; n < s->N; n++) {
+            q.dy = j->dout + n * s->dout_nstride + c * hw;
+            q.x = j->in + n * s->in_nstride + c * hw;
+            grad_input(j->din + n * s->din_nstride + c * hw, &q, hw, k, ka, kb, j->training, s->din_overwrite);
         }
     }
+}
+
+static void backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
+                     const float *gamma, const float *beta, const float *mean, const float *invstd,
+                     const fid_batchnorm2d_shape *s, int training, int relu)
+{
+    bn_job j = {.din = din, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .in = in, .gamma = gamma,
+                .beta = beta, .cmean = mean, .cinvstd = invstd, .s = s, .training = training, .relu = relu};
+    fid_pool_for_work(s->pool, s->C, 5 * numel(s), backward_channels, &j);
 }
 
 void fid_batchnorm2d_backward(float *din, float *dgamma, float *dbeta, const float *dout,
                               const float *in, const float *gamma, const float *mean,
                               const float *invstd, const fid_batchnorm2d_shape *s, int training)
 {
-    const size_t hw = s->H * s->W;
-    const double m = (double)s->N * (double)hw;
-    for (size_t c = 0; c < s->C; c++) {
-        const float muf = mean[c];
-        const double is = invstd[c], g = gamma ? gamma[c] : 1.0;
-        /* sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd */
-        double sdy = 0.0, sdyx = 0.0;
-        for (size_t n = 0; n < s->N; n++) {
-            const float *x = in + n * s->in_nstride + c * hw;
-            const float *dy = dout + n * s->dout_nstride + c * hw;
-            for (size_t i = 0; i < hw; i++) {
-                sdy += dy[i];
-                sdyx += (double)dy[i] * (x[i] - muf);
-            }
-        }
-        sdyx *= is;
-        if (dgamma) dgamma[c] += (float)sdyx;
-        if (dbeta) dbeta[c] += (float)sdy;
-        if (!din) continue;
-        /* training: dx = g * is * (dy - mean(dy) - xhat * mean(dy * xhat));
-           eval: the statistics are constants, dx = g * is * dy */
-        const float k = (float)(g * is);
-        const double a = training ? sdy / m : 0.0, b = training ? sdyx / m : 0.0;
-        for (size_t n = 0; n < s->N; n++) {
-            const float *x = in + n * s->in_nstride + c * hw;
-            const float *dy = dout + n * s->dout_nstride + c * hw;
-            float *dx = din + n * s->din_nstride + c * hw;
-            if (!training) {
-                for (size_t i = 0; i < hw; i++) dx[i] += k * dy[i];
-                continue;
-            }
-            const float ka = (float)(k * a), kb = (float)(k * is * b);
-            for (size_t i = 0; i < hw; i++) dx[i] += k * dy[i] - ka - (x[i] - muf) * kb;
-        }
-    }
+    backward(din, dgamma, dbeta, dout, in, gamma, NULL, mean, invstd, s, training, 0);
+}
+
+void fid_batchnorm2d_relu_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                                   const float *in, const float *gamma, const float *beta,
+                                   const float *mean, const float *invstd,
+                                   const fid_batchnorm2d_shape *s, int training)
+{
+    backward(din, dgamma, dbeta, dout, in, gamma, beta, mean, invstd, s, training, 1);
 }

@@ -121,107 +121,191 @@ size_t fid_conv2d_workspace(const fid_conv2d_shape *s)
     return r.col + r.ybuf + r.xbuf + r.wt;
 }
 
-/* ---- column buffers ----------------------------------------------------- */
+/* ---- column buffers -----------------------------------------------------
+ * With a pool, im2col and col2im split over (image, channel) pairs: a
+ * channel owns KH*KW rows of the column buffer and one plane of the image,
+ * so the pieces never touch each other's memory. */
 
-/* col (C*KH*KW rows, ld apart; OH*OW used): row (c, kh, kw) holds, for every
-   output pixel, the input pixel under kernel tap (kh, kw) of channel c, or 0
+/* the output columns [*ow0, *ow1) whose input column ow*sw + off lies in 0..W-1 */
+static void valid_cols(ptrdiff_t off, ptrdiff_t sw, size_t W, size_t OW, size_t *ow0, size_t *ow1)
+{
+    *ow0 = off >= 0 ? 0 : (size_t)((-off + sw - 1) / sw);
+    *ow1 = 0;
+    if ((ptrdiff_t)W - 1 - off >= 0) *ow1 = (size_t)(((ptrdiff_t)W - 1 - off) / sw) + 1;
+    if (*ow1 > OW) *ow1 = OW;
+    if (*ow0 > *ow1) *ow0 = *ow1;
+}
+
+/* col (KH*KW rows, ld apart; OH*OW used): row (kh, kw) holds, for every
+   output pixel, the pixel of `plane` (H, W) under kernel tap (kh, kw), or 0
    in the padding */
-static void im2col(float *col, size_t ld, const float *img, const fid_conv2d_shape *s)
+static void im2col_channel(float *col, size_t ld, const float *plane, const fid_conv2d_shape *s)
 {
     const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW;
     const ptrdiff_t ph = (ptrdiff_t)s->pad_h, pw = (ptrdiff_t)s->pad_w;
     const ptrdiff_t sh = (ptrdiff_t)s->stride_h, sw = (ptrdiff_t)s->stride_w;
-    for (size_t c = 0; c < s->C; c++) {
-        const float *plane = img + c * H * W;
-        for (size_t kh = 0; kh < s->KH; kh++) {
-            for (size_t kw = 0; kw < s->KW; kw++, col += ld) {
-                /* the output columns [ow0, ow1) whose input column lies inside 0..W-1 */
-                ptrdiff_t off = (ptrdiff_t)kw - pw;
-                size_t ow0 = off >= 0 ? 0 : (size_t)((-off + sw - 1) / sw);
-                size_t ow1 = 0;
-                if ((ptrdiff_t)W - 1 - off >= 0) ow1 = (size_t)(((ptrdiff_t)W - 1 - off) / sw) + 1;
-                if (ow1 > OW) ow1 = OW;
-                if (ow0 > ow1) ow0 = ow1;
-                float *dst = col;
-                for (size_t oh = 0; oh < OH; oh++, dst += OW) {
-                    ptrdiff_t ih = (ptrdiff_t)oh * sh - ph + (ptrdiff_t)kh;
-                    if (ih < 0 || ih >= (ptrdiff_t)H) {
-                        memset(dst, 0, OW * sizeof *dst);
-                        continue;
-                    }
-                    const float *row = plane + (size_t)ih * W;
-                    for (size_t ow = 0; ow < ow0; ow++) dst[ow] = 0.0f;
-                    if (sw == 1)
-                        memcpy(dst + ow0, row + ((ptrdiff_t)ow0 + off), (ow1 - ow0) * sizeof *dst);
-                    else
-                        for (size_t ow = ow0; ow < ow1; ow++) dst[ow] = row[(ptrdiff_t)ow * sw + off];
-                    for (size_t ow = ow1; ow < OW; ow++) dst[ow] = 0.0f;
+    for (size_t kh = 0; kh < s->KH; kh++) {
+        for (size_t kw = 0; kw < s->KW; kw++, col += ld) {
+            ptrdiff_t off = (ptrdiff_t)kw - pw;
+            size_t ow0, ow1;
+            valid_cols(off, sw, W, OW, &ow0, &ow1);
+            float *dst = col;
+            for (size_t oh = 0; oh < OH; oh++, dst += OW) {
+                ptrdiff_t ih = (ptrdiff_t)oh * sh - ph + (ptrdiff_t)kh;
+                if (ih < 0 || ih >= (ptrdiff_t)H) {
+                    memset(dst, 0, OW * sizeof *dst);
+                    continue;
                 }
+                const float *row = plane + (size_t)ih * W;
+                for (size_t ow = 0; ow < ow0; ow++) dst[ow] = 0.0f;
+                if (sw == 1)
+                    memcpy(dst + ow0, row + ((ptrdiff_t)ow0 + off), (ow1 - ow0) * sizeof *dst);
+                else
+                    for (size_t ow = ow0; ow < ow1; ow++) dst[ow] = row[(ptrdiff_t)ow * sw + off];
+                for (size_t ow = ow1; ow < OW; ow++) dst[ow] = 0.0f;
             }
         }
     }
 }
 
-/* img (C, H, W) += the columns folded back: the adjoint of im2col */
-static void col2im(float *img, const float *col, size_t ld, const fid_conv2d_shape *s)
+/* plane (H, W) (+)= its KH*KW column rows folded back: the adjoint of
+   im2col_channel; `overwrite` zeroes the plane first */
+static void col2im_channel(float *plane, const float *col, size_t ld, const fid_conv2d_shape *s,
+                           int overwrite)
 {
     const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW;
     const ptrdiff_t ph = (ptrdiff_t)s->pad_h, pw = (ptrdiff_t)s->pad_w;
     const ptrdiff_t sh = (ptrdiff_t)s->stride_h, sw = (ptrdiff_t)s->stride_w;
-    for (size_t c = 0; c < s->C; c++) {
-        float *plane = img + c * H * W;
-        for (size_t kh = 0; kh < s->KH; kh++) {
-            for (size_t kw = 0; kw < s->KW; kw++, col += ld) {
-                ptrdiff_t off = (ptrdiff_t)kw - pw;
-                size_t ow0 = off >= 0 ? 0 : (size_t)((-off + sw - 1) / sw);
-                size_t ow1 = 0;
-                if ((ptrdiff_t)W - 1 - off >= 0) ow1 = (size_t)(((ptrdiff_t)W - 1 - off) / sw) + 1;
-                if (ow1 > OW) ow1 = OW;
-                if (ow0 > ow1) ow0 = ow1;
-                const float *src = col;
-                for (size_t oh = 0; oh < OH; oh++, src += OW) {
-                    ptrdiff_t ih = (ptrdiff_t)oh * sh - ph + (ptrdiff_t)kh;
-                    if (ih < 0 || ih >= (ptrdiff_t)H) continue;
-                    float *row = plane + (size_t)ih * W;
-                    for (size_t ow = ow0; ow < ow1; ow++) row[(ptrdiff_t)ow * sw + off] += src[ow];
-                }
+    if (overwrite) memset(plane, 0, H * W * sizeof *plane);
+    for (size_t kh = 0; kh < s->KH; kh++) {
+        for (size_t kw = 0; kw < s->KW; kw++, col += ld) {
+            ptrdiff_t off = (ptrdiff_t)kw - pw;
+            size_t ow0, ow1;
+            valid_cols(off, sw, W, OW, &ow0, &ow1);
+            const float *src = col;
+            for (size_t oh = 0; oh < OH; oh++, src += OW) {
+                ptrdiff_t ih = (ptrdiff_t)oh * sh - ph + (ptrdiff_t)kh;
+                if (ih < 0 || ih >= (ptrdiff_t)H) continue;
+                float *row = plane + (size_t)ih * W;
+                for (size_t ow = ow0; ow < ow1; ow++) row[(ptrdiff_t)ow * sw + off] += src[ow];
             }
         }
+    }
+}
+
+/* what one pool job over (image, channel or row) pairs works on */
+typedef struct conv_job {
+    float *dst;
+    const float *src;
+    const fid_conv2d_shape *s;  /* the geometry (the dual one for dy's im2col) */
+    size_t ld;                  /* columns of the group's column buffer */
+    size_t nstride;             /* between images in the batch buffer */
+    size_t R, L;                /* gather/scatter: rows per image, row length */
+    int add;
+} conv_job;
+
+/* item = j * C + c: image j of the group, channel c */
+static void im2col_job(void *ctx, size_t b, size_t e)
+{
+    const conv_job *j = ctx;
+    const fid_conv2d_shape *s = j->s;
+    const size_t kk = s->KH * s->KW, ohw = s->OH * s->OW, hw = s->H * s->W;
+    for (size_t it = b; it < e; it++) {
+        const size_t img = it / s->C, c = it % s->C;
+        im2col_channel(j->dst + c * kk * j->ld + img * ohw, j->ld, j->src + img * j->nstride + c * hw, s);
+    }
+}
+
+static void col2im_job(void *ctx, size_t b, size_t e)
+{
+    const conv_job *j = ctx;
+    const fid_conv2d_shape *s = j->s;
+    const size_t kk = s->KH * s->KW, ohw = s->OH * s->OW, hw = s->H * s->W;
+    for (size_t it = b; it < e; it++) {
+        const size_t img = it / s->C, c = it % s->C;
+        col2im_channel(j->dst + img * j->nstride + c * hw, j->src + c * kk * j->ld + img * ohw, j->ld, s,
+                       !j->add);
+    }
+}
+
+/* col (C*KH*KW rows, ld apart) for g images nstride apart, image j's
+   output pixels at columns j*OH*OW.. */
+static void im2col(float *col, size_t ld, const float *x, size_t nstride, size_t g,
+                   const fid_conv2d_shape *s, fid_pool *pool)
+{
+    conv_job j = {.dst = col, .src = x, .s = s, .ld = ld, .nstride = nstride};
+    fid_pool_for_work(pool, g * s->C, g * s->C * s->KH * s->KW * s->OH * s->OW, im2col_job, &j);
+}
+
+/* g images nstride apart (+)= the column buffer folded back */
+static void col2im(float *x, size_t nstride, const float *col, size_t ld, size_t g,
+                   const fid_conv2d_shape *s, int overwrite)
+{
+    conv_job j = {.dst = x, .src = col, .s = s, .ld = ld, .nstride = nstride, .add = !overwrite};
+    fid_pool_for_work(s->pool, g * s->C, g * s->C * s->KH * s->KW * s->OH * s->OW, col2im_job, &j);
+}
+
+/* item = j * R + r: row r of image j */
+static void gather_job(void *ctx, size_t b, size_t e)
+{
+    const conv_job *j = ctx;
+    const size_t g = j->ld, L = j->L;
+    for (size_t it = b; it < e; it++) {
+        const size_t img = it / j->R, r = it % j->R;
+        memcpy(j->dst + r * g * L + img * L, j->src + img * j->nstride + r * L, L * sizeof(float));
+    }
+}
+
+static void scatter_job(void *ctx, size_t b, size_t e)
+{
+    const conv_job *j = ctx;
+    const size_t g = j->ld, L = j->L;
+    for (size_t it = b; it < e; it++) {
+        const size_t img = it / j->R, r = it % j->R;
+        float *d = j->dst + img * j->nstride + r * L;
+        const float *p = j->src + r * g * L + img * L;
+        if (j->add)
+            for (size_t i = 0; i < L; i++) d[i] += p[i];
+        else
+            memcpy(d, p, L * sizeof *d);
     }
 }
 
 /* dst (R, g*L): image j's (R, L) block, from images nstride apart, lands at
    columns j*L.. */
-static void gather(float *dst, const float *src, size_t nstride, size_t g, size_t R, size_t L)
+static void gather(float *dst, const float *src, size_t nstride, size_t g, size_t R, size_t L, fid_pool *pool)
 {
-    for (size_t j = 0; j < g; j++)
-        for (size_t r = 0; r < R; r++) memcpy(dst + r * g * L + j * L, src + j * nstride + r * L, L * sizeof *dst);
+    conv_job j = {.dst = dst, .src = src, .ld = g, .nstride = nstride, .R = R, .L = L};
+    fid_pool_for_work(pool, g * R, g * R * L, gather_job, &j);
 }
 
 /* the inverse of gather: images (R, L) nstride apart = (or +=) blocks of src */
-static void scatter(float *dst, size_t nstride, const float *src, size_t g, size_t R, size_t L, int add)
+static void scatter(float *dst, size_t nstride, const float *src, size_t g, size_t R, size_t L, int add,
+                    fid_pool *pool)
 {
-    for (size_t j = 0; j < g; j++)
-        for (size_t r = 0; r < R; r++) {
-            float *d = dst + j * nstride + r * L;
-            const float *p = src + r * g * L + j * L;
-            if (add)
-                for (size_t i = 0; i < L; i++) d[i] += p[i];
-            else
-                memcpy(d, p, L * sizeof *d);
-        }
+    conv_job j = {.dst = dst, .src = src, .ld = g, .nstride = nstride, .R = R, .L = L, .add = add};
+    fid_pool_for_work(pool, g * R, g * R * L * (add ? 2 : 1), scatter_job, &j);
 }
 
 /* ---- fast path ---------------------------------------------------------- */
 
-static void add_bias(float *out, const float *b, const fid_conv2d_shape *s)
+typedef struct bias_job {
+    float *out;
+    const float *b, *dout;
+    const fid_conv2d_shape *s;
+} bias_job;
+
+/* item = n * OC + o: one output plane */
+static void add_bias_job(void *ctx, size_t b, size_t e)
 {
+    const bias_job *j = ctx;
+    const fid_conv2d_shape *s = j->s;
     const size_t ohw = s->OH * s->OW;
-    for (size_t n = 0; n < s->N; n++)
-        for (size_t o = 0; o < s->OC; o++) {
-            float *p = out + n * s->out_nstride + o * ohw;
-            for (size_t i = 0; i < ohw; i++) p[i] += b[o];
-        }
+    for (size_t it = b; it < e; it++) {
+        const size_t n = it / s->OC, o = it % s->OC;
+        float *p = j->out + n * s->out_nstride + o * ohw;
+        for (size_t i = 0; i < ohw; i++) p[i] += j->b[o];
+    }
 }
 
 void fid_conv2d_forward(float *out, const float *in, const float *w, const float *b,
@@ -241,30 +325,43 @@ void fid_conv2d_forward(float *out, const float *in, const float *w, const float
         if (is_pointwise(s)) {
             const float *src = x;
             if (g > 1) {
-                gather(xbuf, x, s->in_nstride, g, s->C, hw);
+                gather(xbuf, x, s->in_nstride, g, s->C, hw, s->pool);
                 src = xbuf;
             }
             fid_gemm(0, 0, s->OC, cols, s->C, 1.0f, w, s->C, src, cols, 0.0f, dst, cols);
         } else {
-            for (size_t j = 0; j < g; j++) im2col(col + j * ohw, cols, x + j * s->in_nstride, s);
+            im2col(col, cols, x, s->in_nstride, g, s, s->pool);
             fid_gemm(0, 0, s->OC, cols, ckk, 1.0f, w, ckk, col, cols, 0.0f, dst, cols);
         }
-        if (g > 1) scatter(y, s->out_nstride, ybuf, g, s->OC, ohw, 0);
+        if (g > 1) scatter(y, s->out_nstride, ybuf, g, s->OC, ohw, 0, s->pool);
     }
-    if (b) add_bias(out, b, s);
+    if (b) {
+        bias_job j = {.out = out, .b = b, .s = s};
+        fid_pool_for_work(s->pool, s->N * s->OC, 2 * s->N * s->OC * ohw, add_bias_job, &j);
+    }
 }
 
-static void bias_grad(float *db, const float *dout, const fid_conv2d_shape *s)
+static void bias_grad_job(void *ctx, size_t o0, size_t o1)
 {
+    const bias_job *j = ctx;
+    const fid_conv2d_shape *s = j->s;
     const size_t ohw = s->OH * s->OW;
-    for (size_t o = 0; o < s->OC; o++) {
+    for (size_t o = o0; o < o1; o++) {
         double acc = 0.0;
         for (size_t n = 0; n < s->N; n++) {
-            const float *p = dout + n * s->dout_nstride + o * ohw;
+            const float *p = j->dout + n * s->dout_nstride + o * ohw;
             for (size_t i = 0; i < ohw; i++) acc += p[i];
         }
-        db[o] += (float)acc;
+        j->out[o] += (float)acc;
     }
+}
+
+/* db (OC) += the sums of dout over batch and pixels; with a pool, split
+   over channels (each channel's double sum keeps its order) */
+static void bias_grad(float *db, const float *dout, const fid_conv2d_shape *s, fid_pool *pool)
+{
+    bias_job j = {.out = db, .dout = dout, .s = s};
+    fid_pool_for_work(pool, s->OC, s->N * s->OC * s->OH * s->OW, bias_grad_job, &j);
 }
 
 /* the geometry of dx = conv(dy, flipped w) for a stride-1 convolution */
@@ -293,9 +390,9 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
     const size_t okk = s->OC * s->KH * s->KW, G = group_size(s);
     const conv_ws r = workspace_of(s);
     float *col = workspace, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf, *wt = xbuf + r.xbuf;
-    const int tdx = din && transposed_dx(s);
+    const int tdx = din && transposed_dx(s), over = s->din_overwrite;
     fid_conv2d_shape dual;
-    if (db) bias_grad(db, dout, s);
+    if (db) bias_grad(db, dout, s, s->pool);
     if (!din && !dw) return;
     if (tdx) {
         flip_weights(wt, w, s);
@@ -308,19 +405,19 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
         /* dy of the group as one (OC, g*OH*OW) matrix */
         const float *dyg = dy;
         if (g > 1) {
-            gather(ybuf, dy, s->dout_nstride, g, s->OC, ohw);
+            gather(ybuf, dy, s->dout_nstride, g, s->OC, ohw, s->pool);
             dyg = ybuf;
         }
         /* dx of the group as one (C, g*H*W) matrix: the image itself, or
-           scratch added into the images afterwards */
+           scratch then added (or copied) into the images */
         float *dxg = g > 1 ? xbuf : dx;
-        const float dxbeta = g > 1 ? 0.0f : 1.0f;
+        const float dxbeta = g > 1 || over ? 0.0f : 1.0f;
         if (is_pointwise(s)) {
             /* dw (OC, C) += dy (OC, cols) @ x^T (cols, C); dx (C, cols) += w^T (C, OC) @ dy */
             if (dw) {
                 const float *xg = x;
                 if (g > 1) {
-                    gather(xbuf, x, s->in_nstride, g, s->C, hw);
+                    gather(xbuf, x, s->in_nstride, g, s->C, hw, s->pool);
                     xg = xbuf;
                 }
                 fid_gemm(0, 1, s->OC, s->C, cols, 1.0f, dyg, cols, xg, cols, 1.0f, dw, s->C);
@@ -330,20 +427,20 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
             /* the column buffer serves twice: im2col(x) for dw, then for dx
                either im2col(dy) of the dual convolution or dcol = w^T @ dy */
             if (dw) {
-                for (size_t j = 0; j < g; j++) im2col(col + j * ohw, cols, x + j * s->in_nstride, s);
+                im2col(col, cols, x, s->in_nstride, g, s, s->pool);
                 fid_gemm(0, 1, s->OC, ckk, cols, 1.0f, dyg, cols, col, cols, 1.0f, dw, ckk);
             }
             if (dx && tdx) {
                 /* dx (C, g*H*W) += wt (C, OC*KH*KW) @ im2col(dy) (OC*KH*KW, g*H*W) */
-                for (size_t j = 0; j < g; j++) im2col(col + j * hw, icols, dy + j * s->dout_nstride, &dual);
+                im2col(col, icols, dy, s->dout_nstride, g, &dual, s->pool);
                 fid_gemm(0, 0, s->C, icols, okk, 1.0f, wt, okk, col, icols, dxbeta, dxg, icols);
             } else if (dx) {
                 fid_gemm(1, 0, ckk, cols, s->OC, 1.0f, w, ckk, dyg, cols, 0.0f, col, cols);
-                for (size_t j = 0; j < g; j++) col2im(dx + j * s->din_nstride, col + j * ohw, cols, s);
+                col2im(dx, s->din_nstride, col, cols, g, s, over);
                 continue;
             }
         }
-        if (dx && g > 1) scatter(dx, s->din_nstride, xbuf, g, s->C, hw, 1);
+        if (dx && g > 1) scatter(dx, s->din_nstride, xbuf, g, s->C, hw, !over, s->pool);
     }
 }
 
@@ -383,7 +480,7 @@ void fid_conv2d_backward_naive(float *din, float *dw, float *db, const float *do
                                const float *in, const float *w, const fid_conv2d_shape *s)
 {
     const size_t ohw = s->OH * s->OW;
-    if (db) bias_grad(db, dout, s);
+    if (db) bias_grad(db, dout, s, NULL);
     /* dw: one double sum per weight */
     if (dw)
         for (size_t o = 0; o < s->OC; o++)
@@ -426,6 +523,7 @@ void fid_conv2d_backward_naive(float *din, float *dw, float *db, const float *do
                                            w[((o * s->C + c) * s->KH + kh) * s->KW + kw];
                             }
                         }
-                        din[n * s->din_nstride + (c * s->H + ih) * s->W + iw] += (float)acc;
+                        float *d = &din[n * s->din_nstride + (c * s->H + ih) * s->W + iw];
+                        *d = s->din_overwrite ? (float)acc : *d + (float)acc;
                     }
 }

@@ -29,11 +29,26 @@
  *   - Kernels never allocate big buffers: layers that need scratch memory
  *     take a `workspace` of fid_X_workspace(shape) floats (NULL when 0).
  *   - Unless stated, out must not overlap any input.
+ *   - Threads. Every shape struct has a `pool` (parallel.h); NULL, as in a
+ *     zero-initialised struct, runs serially. With a pool the memory-bound
+ *     loops (normalisation, ReLU, pooling, im2col/col2im, gathers) split
+ *     over channels, planes or rows, never inside a sum, so results are
+ *     bitwise the same for every thread count. The gemms are BLAS's to
+ *     thread (fid_set_num_threads).
+ *   - Fused passes. A network spends much of its time streaming memory
+ *     between small kernels, so some layers do two steps in one pass:
+ *     batchnorm2d with `relu` set writes relu(bn(x)); fid_batchnorm2d_apply
+ *     recomputes that output from saved statistics; fid_batchnorm2d_relu_backward
+ *     takes the gradient at the ReLU's output and re-derives the ReLU mask
+ *     from the input, so nothing but the BN input has to be kept; and a
+ *     backward whose shape has `din_overwrite` set writes din = dL/din
+ *     instead of adding to it, which saves zeroing din first.
  */
 #ifndef FACEID_LAYERS_H
 #define FACEID_LAYERS_H
 
 #include "faceid.h"
+#include "parallel.h"
 
 /* shared by the checks (activation.c): fills the default batch strides
    (in: in_inner, out: out_inner, din: in, dout: out) and checks that each is
@@ -51,7 +66,8 @@ int fid_batch_strides(size_t n, size_t in_inner, size_t out_inner, size_t *in_ns
  * direct gemm with no im2col. Small maps (under 256 output pixels) go
  * through the gemm several images at a time. dL/dx of a stride-1 conv with
  * OC <= C is computed as the convolution of dy with the flipped kernel (no
- * col2im); otherwise by dcol = w^T @ dy and col2im.
+ * col2im); otherwise by dcol = w^T @ dy and col2im. The pool splits im2col,
+ * col2im, gathers and bias loops over channels; the naive twins are serial.
  */
 typedef struct fid_conv2d_shape {
     size_t N, C, H, W;          /* input */
@@ -63,6 +79,8 @@ typedef struct fid_conv2d_shape {
     size_t out_nstride;         /* >= OC*OH*OW; 0 -> OC*OH*OW */
     size_t din_nstride;         /* 0 -> in_nstride */
     size_t dout_nstride;        /* 0 -> out_nstride */
+    int din_overwrite;          /* backward: 1 writes din = dL/din, 0 adds */
+    fid_pool *pool;             /* NULL: serial */
 } fid_conv2d_shape;
 
 int fid_conv2d_check(fid_conv2d_shape *s, char *err);
@@ -74,12 +92,14 @@ size_t fid_conv2d_workspace(const fid_conv2d_shape *s);
 /* out (N, OC, OH, OW); in (N, C, H, W); w (OC, C, KH, KW); b (OC) or NULL */
 void fid_conv2d_forward(float *out, const float *in, const float *w, const float *b,
                         const fid_conv2d_shape *s, float *workspace);
-/* din (N, C, H, W) += dL/din; dw (OC, C, KH, KW) += dL/dw; db (OC) += dL/db;
-   dout (N, OC, OH, OW); any of din, dw, db may be NULL */
+/* din (N, C, H, W) += dL/din (= with din_overwrite); dw (OC, C, KH, KW) +=
+   dL/dw; db (OC) += dL/db; dout (N, OC, OH, OW); any of din, dw, db may be
+   NULL */
 void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
                          const float *in, const float *w, const fid_conv2d_shape *s,
                          float *workspace);
-/* the direct-loop twins (double accumulation, no workspace), for tests */
+/* the direct-loop twins (double accumulation, no workspace, serial; they
+   honour din_overwrite), for tests */
 void fid_conv2d_forward_naive(float *out, const float *in, const float *w, const float *b,
                               const fid_conv2d_shape *s);
 void fid_conv2d_backward_naive(float *din, float *dw, float *db, const float *dout,
@@ -95,7 +115,9 @@ void fid_conv2d_backward_naive(float *din, float *dw, float *db, const float *do
  *             exactly as PyTorch's BatchNorm2d (with M == 1 the unbiased
  *             correction is skipped; PyTorch refuses M == 1 in training).
  *   eval:     y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
- * Sums are accumulated in double.
+ * Sums are accumulated in double. y is computed as (x - mean) * scale + beta
+ * with scale = (float)(gamma * invstd) from the float invstd that is saved,
+ * so forward, apply and the backward's ReLU mask agree to the bit.
  */
 typedef struct fid_batchnorm2d_shape {
     size_t N, C, H, W;
@@ -105,6 +127,9 @@ typedef struct fid_batchnorm2d_shape {
     size_t dout_nstride;        /* 0 -> out_nstride */
     float eps;                  /* > 0, PyTorch's default 1e-5 */
     float momentum;             /* in [0, 1], PyTorch's default 0.1 */
+    int relu;                   /* forward, apply: out = relu(bn(x)) */
+    int din_overwrite;          /* backward: 1 writes din = dL/din, 0 adds */
+    fid_pool *pool;             /* NULL: serial; splits over channels */
 } fid_batchnorm2d_shape;
 
 int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err);
@@ -112,17 +137,34 @@ int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err);
    not overlap it otherwise. mean, invstd (C): saved for backward: the batch
    mean and 1/sqrt(var + eps) in training, the running ones in eval.
    running_mean, running_var (C): updated in training (NULL: not tracked),
-   read in eval (required). gamma, beta (C): NULL means 1 and 0. */
+   read in eval (required). gamma, beta (C): NULL means 1 and 0. With
+   s->relu, out = max(y, 0) (y <= 0 and NaN give 0). */
 void fid_batchnorm2d_forward(float *out, float *mean, float *invstd, float *running_mean,
                              float *running_var, const float *in, const float *gamma,
                              const float *beta, const fid_batchnorm2d_shape *s, int training);
-/* din (N, C, H, W) += dL/din; dgamma, dbeta (C) += ...; dout (N, C, H, W);
-   in: the forward input; mean, invstd: what the forward saved; `training`
-   as in the forward (training differentiates through the batch statistics,
-   eval treats them as constants). din must not overlap dout. */
+/* out (N, C, H, W) = (in - mean) * (gamma * invstd) + beta, relu'd with
+   s->relu: the forward's output recomputed from the statistics it saved
+   (bitwise the same), the recomputation that replaces storing BN outputs.
+   Running statistics are not touched. out may be in, as in the forward. */
+void fid_batchnorm2d_apply(float *out, const float *in, const float *mean, const float *invstd,
+                           const float *gamma, const float *beta, const fid_batchnorm2d_shape *s);
+/* din (N, C, H, W) += dL/din (= with din_overwrite); dgamma, dbeta (C) +=
+   ...; dout (N, C, H, W); in: the forward input; mean, invstd: what the
+   forward saved; `training` as in the forward (training differentiates
+   through the batch statistics, eval treats them as constants). din must
+   not overlap dout or in. s->relu is not read. */
 void fid_batchnorm2d_backward(float *din, float *dgamma, float *dbeta, const float *dout,
                               const float *in, const float *gamma, const float *mean,
                               const float *invstd, const fid_batchnorm2d_shape *s, int training);
+/* the backward of out = relu(bn(in)): dout is dL/d(out), the gradient at
+   the ReLU's OUTPUT; where the recomputed pre-activation (in - mean) *
+   scale + beta is not > 0 it counts as 0. Equal, bitwise, to zeroing dout
+   where the forward's output is 0 and calling fid_batchnorm2d_backward,
+   without the mask pass and without keeping the output. */
+void fid_batchnorm2d_relu_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                                   const float *in, const float *gamma, const float *beta,
+                                   const float *mean, const float *invstd,
+                                   const fid_batchnorm2d_shape *s, int training);
 
 /* ---- relu (activation.c) -----------------------------------------------
  * Elementwise on N items of D floats each (D = C*H*W for images, features
@@ -134,6 +176,7 @@ typedef struct fid_relu_shape {
     size_t out_nstride;         /* >= D; 0 -> D */
     size_t din_nstride;         /* 0 -> in_nstride */
     size_t dout_nstride;        /* 0 -> out_nstride */
+    fid_pool *pool;             /* NULL: serial */
 } fid_relu_shape;
 
 int fid_relu_check(fid_relu_shape *s, char *err);
@@ -164,6 +207,8 @@ typedef struct fid_pool2d_shape {
     size_t out_nstride;         /* >= C*OH*OW; 0 -> C*OH*OW */
     size_t din_nstride;         /* 0 -> in_nstride */
     size_t dout_nstride;        /* 0 -> out_nstride */
+    int din_overwrite;          /* backward: 1 writes din = dL/din, 0 adds */
+    fid_pool *pool;             /* NULL: serial; splits over planes */
 } fid_pool2d_shape;
 
 int fid_pool2d_check(fid_pool2d_shape *s, char *err);
@@ -171,10 +216,12 @@ int fid_pool2d_check(fid_pool2d_shape *s, char *err);
    each window as h*W + w within its (H, W) plane (PyTorch's convention);
    the first maximum wins a tie, a NaN beats everything */
 void fid_maxpool2d_forward(float *out, int32_t *idx, const float *in, const fid_pool2d_shape *s);
-/* din (N, C, H, W) += dout routed to each window's argmax */
+/* din (N, C, H, W) += dout routed to each window's argmax; with
+   din_overwrite each plane of din is zeroed first (in the same pass) */
 void fid_maxpool2d_backward(float *din, const float *dout, const int32_t *idx,
                             const fid_pool2d_shape *s);
 void fid_avgpool2d_forward(float *out, const float *in, const fid_pool2d_shape *s);
+/* din (N, C, H, W) += the window averages' gradient (= with din_overwrite) */
 void fid_avgpool2d_backward(float *din, const float *dout, const fid_pool2d_shape *s);
 
 /* global average pooling (N, C, H, W) -> (N, C): fill N, C, H, W and the
@@ -182,7 +229,7 @@ void fid_avgpool2d_backward(float *din, const float *dout, const fid_pool2d_shap
    out_nstride to C (out is (N, C) with rows out_nstride apart) */
 int fid_global_avgpool_check(fid_pool2d_shape *s, char *err);
 void fid_global_avgpool_forward(float *out, const float *in, const fid_pool2d_shape *s);
-/* din (N, C, H, W) += dout (N, C) / (H*W) */
+/* din (N, C, H, W) += dout (N, C) / (H*W) (= with din_overwrite) */
 void fid_global_avgpool_backward(float *din, const float *dout, const fid_pool2d_shape *s);
 
 /* ---- linear (linear.c) -------------------------------------------------
@@ -195,6 +242,7 @@ typedef struct fid_linear_shape {
     size_t out_nstride;         /* >= OUT; 0 -> OUT */
     size_t din_nstride;         /* 0 -> in_nstride */
     size_t dout_nstride;        /* 0 -> out_nstride */
+    fid_pool *pool;             /* NULL: serial (bias loops; the gemms are BLAS's) */
 } fid_linear_shape;
 
 int fid_linear_check(fid_linear_shape *s, char *err);

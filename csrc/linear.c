@@ -23,13 +23,38 @@ int fid_linear_check(fid_linear_shape *s, char *err)
                              &s->dout_nstride, INT_MAX, err);
 }
 
+/* bias rows and bias-gradient columns: with a pool, split over the OUT
+   columns (each column's double sum keeps its order) */
+typedef struct lin_job {
+    float *out;
+    const float *src;
+    const fid_linear_shape *s;
+} lin_job;
+
+static void bias_job(void *ctx, size_t o0, size_t o1)
+{
+    const lin_job *j = ctx;
+    for (size_t n = 0; n < j->s->N; n++)
+        for (size_t o = o0; o < o1; o++) j->out[n * j->s->out_nstride + o] = j->src[o];
+}
+
+static void bias_grad_job(void *ctx, size_t o0, size_t o1)
+{
+    const lin_job *j = ctx;
+    for (size_t o = o0; o < o1; o++) {
+        double acc = 0.0;
+        for (size_t n = 0; n < j->s->N; n++) acc += j->src[n * j->s->dout_nstride + o];
+        j->out[o] += (float)acc;
+    }
+}
+
 void fid_linear_forward(float *out, const float *in, const float *w, const float *b,
                         const fid_linear_shape *s)
 {
     float beta = 0.0f;
     if (b) {
-        for (size_t n = 0; n < s->N; n++)
-            for (size_t o = 0; o < s->OUT; o++) out[n * s->out_nstride + o] = b[o];
+        lin_job j = {.out = out, .src = b, .s = s};
+        fid_pool_for_work(s->pool, s->OUT, s->N * s->OUT, bias_job, &j);
         beta = 1.0f;
     }
     /* out (N, OUT) = in (N, IN) @ w^T (IN, OUT) */
@@ -47,10 +72,8 @@ void fid_linear_backward(float *din, float *dw, float *db, const float *dout, co
     if (dw)
         fid_gemm(1, 0, s->OUT, s->IN, s->N, 1.0f, dout, s->dout_nstride, in, s->in_nstride, 1.0f, dw,
                  s->IN);
-    if (db)
-        for (size_t o = 0; o < s->OUT; o++) {
-            double acc = 0.0;
-            for (size_t n = 0; n < s->N; n++) acc += dout[n * s->dout_nstride + o];
-            db[o] += (float)acc;
-        }
+    if (db) {
+        lin_job j = {.out = db, .src = dout, .s = s};
+        fid_pool_for_work(s->pool, s->OUT, s->N * s->OUT, bias_grad_job, &j);
+    }
 }

@@ -5,18 +5,133 @@
  * overlap inputs, then allocates (outputs, then one workspace) and runs a
  * kernel that cannot fail. Images may be views whose images are dense but
  * spaced by any batch stride (t:narrow(2, c0, C) of a bigger buffer).
- * Max-pool argmax indices live in a "faceid.PoolIndices" userdata.
+ * Max-pool argmax indices live in a "faceid.PoolIndices" userdata. The
+ * kernels run on the Lua state's thread pool (set_threads; none: serial),
+ * kept in the registry.
  */
 #include "lfaceid.h"
 #include "layers.h"
 
 #include <lauxlib.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LFID_INDICES "faceid.PoolIndices"
+#define LFID_POOL "faceid.ThreadPool"   /* the metatable */
+#define LFID_STATE_POOL "faceid.nn.pool" /* the registry key of the state's pool */
+
+/* ---- the state's thread pool --------------------------------------------- */
+
+typedef struct lpool {
+    fid_pool *p;
+} lpool;
+
+/* the pool of this Lua state, or NULL (serial); stays valid until the next
+   set_threads, which cannot run while a kernel does */
+static fid_pool *state_pool(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LFID_STATE_POOL);
+    lpool *u = luaL_testudata(L, -1, LFID_POOL);
+    lua_pop(L, 1);
+    return u ? u->p : NULL;
+}
+
+static int pool_gc(lua_State *L)
+{
+    lpool *u = luaL_checkudata(L, 1, LFID_POOL);
+    fid_pool_free(u->p);
+    u->p = NULL;
+    return 0;
+}
+
+/* set_threads(n[, grain]): 1 runs serially; grain (floats) as
+   fid_pool_set_grain, for the specs */
+static int l_set_threads(lua_State *L)
+{
+    char err[FID_ERRMAX];
+    int ok;
+    lua_Integer n = lua_tointegerx(L, 1, &ok);
+    if (!ok || n < 1 || n > FID_POOL_MAX)
+        return luaL_error(L, "nn.set_threads: thread count must be an integer 1..%d, got %s", FID_POOL_MAX,
+                          luaL_tolstring(L, 1, NULL));
+    lua_Integer grain = luaL_optinteger(L, 2, FID_POOL_GRAIN);
+    luaL_argcheck(L, grain >= 0, 2, "grain must not be negative");
+    if (n == 1) {
+        lua_pushnil(L);
+    } else {
+        lpool *u = lua_newuserdatauv(L, sizeof *u, 0);
+        u->p = NULL;
+        luaL_setmetatable(L, LFID_POOL);
+        if (!(u->p = fid_pool_new((int)n, err))) return luaL_error(L, "nn.set_threads: %s", err);
+        fid_pool_set_grain(u->p, (size_t)grain);
+    }
+    /* the old pool is freed by its __gc */
+    lua_setfield(L, LUA_REGISTRYINDEX, LFID_STATE_POOL);
+    return 0;
+}
+
+static int l_threads(lua_State *L)
+{
+    lua_pushinteger(L, fid_pool_size(state_pool(L)));
+    return 1;
+}
+
+typedef struct probe {
+    float *seen;          /* (n) how often each index was visited */
+    float *chunk;         /* (n) the begin of the chunk that visited it */
+    pthread_t caller;
+    int others;           /* chunks run by another thread (atomic) */
+} probe;
+
+static void probe_job(void *ctx, size_t b, size_t e)
+{
+    probe *pr = ctx;
+    for (size_t i = b; i < e; i++) {
+        pr->seen[i] += 1.0f;
+        pr->chunk[i] = (float)b;
+    }
+    if (!pthread_equal(pthread_self(), pr->caller)) __atomic_add_fetch(&pr->others, 1, __ATOMIC_RELAXED);
+}
+
+/* _pool_probe(n) -> seen (n), chunk (n), chunks run off the calling thread:
+   how the state's pool cut [0, n) (for the specs) */
+static int l_pool_probe(lua_State *L)
+{
+    size_t n = (size_t)luaL_checkinteger(L, 1);
+    probe pr = {.caller = pthread_self()};
+    fid_tensor *seen = lfid_tensor_new(L, "nn._pool_probe", 1, &n);
+    fid_tensor *chunk = lfid_tensor_new(L, "nn._pool_probe", 1, &n);
+    fid_tensor_fill(seen, 0.0f);
+    fid_tensor_fill(chunk, -1.0f);
+    pr.seen = seen->data;
+    pr.chunk = chunk->data;
+    fid_pool_for(state_pool(L), n, probe_job, &pr);
+    lua_pushinteger(L, pr.others);
+    return 3;
+}
+
+static void nop_job(void *ctx, size_t b, size_t e)
+{
+    (void)ctx, (void)b, (void)e;
+}
+
+/* _pool_overhead(jobs) -> seconds per empty job on the state's pool */
+static int l_pool_overhead(lua_State *L)
+{
+    lua_Integer jobs = luaL_checkinteger(L, 1);
+    fid_pool *p = state_pool(L);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (lua_Integer i = 0; i < jobs; i++) fid_pool_for(p, (size_t)fid_pool_size(p), nop_job, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    lua_pushnumber(L, ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)) /
+                          (double)(jobs > 0 ? jobs : 1));
+    return 1;
+}
 
 /* ---- argument checks ---------------------------------------------------- */
 
@@ -255,6 +370,7 @@ static void conv_shape(lua_State *L, const char *fname, int xi, fid_conv2d_shape
 {
     char err[FID_ERRMAX];
     memset(s, 0, sizeof *s);
+    s->pool = state_pool(L);
     *x = check_batch(L, xi, fname, "input", 4, &s->in_nstride);
     *w = check_dense(L, xi + 1, fname, "weight", 0, NULL);
     if ((*w)->ndim != 4) {
@@ -309,7 +425,8 @@ static int conv2d(lua_State *L, const char *fname, int naive)
 static int l_conv2d(lua_State *L) { return conv2d(L, "nn.conv2d", 0); }
 static int l_conv2d_naive(lua_State *L) { return conv2d(L, "nn.conv2d_naive", 1); }
 
-/* conv2d_backward(dy, x, w, sh, sw, ph, pw, dx, dw, db): accumulates */
+/* conv2d_backward(dy, x, w, sh, sw, ph, pw, dx, dw, db, overwrite_dx):
+   accumulates, except into dx when overwrite_dx */
 static int conv2d_backward(lua_State *L, const char *fname, int naive)
 {
     fid_conv2d_shape s;
@@ -322,6 +439,7 @@ static int conv2d_backward(lua_State *L, const char *fname, int naive)
     fid_tensor *dx = opt_batch(L, 8, fname, "input gradient", 4, isize, &s.din_nstride);
     fid_tensor *dw = opt_dense(L, 9, fname, "weight gradient", 4, wsize);
     fid_tensor *db = opt_dense(L, 10, fname, "bias gradient", 1, bsize);
+    s.din_overwrite = lua_toboolean(L, 11);
     const fid_tensor *ts[] = {dx, dw, db, dy, x, w};
     const char *names[] = {"the input gradient", "the weight gradient", "the bias gradient",
                            "the output gradient", "the input", "the weight"};
@@ -352,13 +470,14 @@ static void bn_shape(lua_State *L, const char *fname, const fid_tensor *x, fid_b
 {
     char err[FID_ERRMAX];
     s->N = x->size[0], s->C = x->size[1], s->H = x->size[2], s->W = x->size[3];
+    s->pool = state_pool(L);
     s->momentum = (float)momentum;
     s->eps = (float)eps;
     if (fid_batchnorm2d_check(s, err)) lerror(L, "%s: %s", fname, err);
 }
 
 /* batchnorm2d(x, weight, bias, running_mean, running_var, training, momentum,
-   eps, out) -> y, save (2, C): row 1 the mean, row 2 the invstd used */
+   eps, out, relu) -> y, save (2, C): row 1 the mean, row 2 the invstd used */
 static int l_batchnorm2d(lua_State *L)
 {
     const char *fname = "nn.batchnorm2d";
@@ -390,15 +509,39 @@ static int l_batchnorm2d(lua_State *L)
     y = push_result(L, 9, y, fname, 4, x->size);
     size_t ssize[2] = {2, s.C};
     fid_tensor *save = lfid_tensor_new(L, fname, 2, ssize);
+    s.relu = lua_toboolean(L, 10);
     fid_batchnorm2d_forward(y->data, save->data, save->data + s.C, data_or_null(rm), data_or_null(rv),
                             x->data, data_or_null(g), data_or_null(b), &s, training);
     return 2;
 }
 
-/* batchnorm2d_backward(dy, x, weight, save, training, dx, dweight, dbias) */
+/* batchnorm2d_apply(x, weight, bias, save, relu, out) -> y */
+static int l_batchnorm2d_apply(lua_State *L)
+{
+    const char *fname = "nn.batchnorm2d_apply";
+    fid_batchnorm2d_shape s;
+    memset(&s, 0, sizeof s);
+    const fid_tensor *x = check_batch(L, 1, fname, "input", 4, &s.in_nstride);
+    size_t csize[1] = {x->size[1]}, ssize[2] = {2, x->size[1]};
+    const fid_tensor *g = opt_dense(L, 2, fname, "weight", 1, csize);
+    const fid_tensor *b = opt_dense(L, 3, fname, "bias", 1, csize);
+    const fid_tensor *save = check_dense(L, 4, fname, "save", 2, ssize);
+    fid_tensor *y = opt_batch(L, 6, fname, "out", 4, x->size, &s.out_nstride);
+    const fid_tensor *ts[] = {y, y && same_view(y, x) ? NULL : x, g, b, save};
+    const char *names[] = {"out", "the input", "the weight", "the bias", "save"};
+    check_disjoint(L, fname, 1, 5, ts, names);
+    bn_shape(L, fname, x, &s, 0.1, 1e-5); /* momentum and eps are not used */
+    s.relu = lua_toboolean(L, 5);
+    y = push_result(L, 6, y, fname, 4, x->size);
+    fid_batchnorm2d_apply(y->data, x->data, save->data, save->data + s.C, data_or_null(g), data_or_null(b), &s);
+    return 1;
+}
+
+/* batchnorm2d_backward(dy, x, weight, save, training, dx, dweight, dbias,
+   overwrite_dx, relu, bias): with relu, dy is the gradient at relu(bn(x)) */
 static int l_batchnorm2d_backward(lua_State *L)
 {
-    const char *fname = "nn.batchnorm2d_backward";
+    const char *fname = lua_toboolean(L, 10) ? "nn.batchnorm2d_relu_backward" : "nn.batchnorm2d_backward";
     fid_batchnorm2d_shape s;
     memset(&s, 0, sizeof s);
     const fid_tensor *x = check_batch(L, 2, fname, "input", 4, &s.in_nstride);
@@ -411,14 +554,22 @@ static int l_batchnorm2d_backward(lua_State *L)
     fid_tensor *dx = opt_batch(L, 6, fname, "input gradient", 4, x->size, &s.din_nstride);
     fid_tensor *dg = opt_dense(L, 7, fname, "weight gradient", 1, csize);
     fid_tensor *db = opt_dense(L, 8, fname, "bias gradient", 1, csize);
+    const int relu = lua_toboolean(L, 10);
+    const fid_tensor *b = relu ? opt_dense(L, 11, fname, "bias", 1, csize) : NULL;
     s.out_nstride = s.dout_nstride;
     bn_shape(L, fname, x, &s, 0.1, 1e-5); /* momentum and eps are not used backward */
-    const fid_tensor *ts[] = {dx, dg, db, dy, x, g, save};
+    s.din_overwrite = lua_toboolean(L, 9);
+    const fid_tensor *ts[] = {dx, dg, db, dy, x, g, save, b};
     const char *names[] = {"the input gradient", "the weight gradient", "the bias gradient",
-                           "the output gradient", "the input", "the weight", "save"};
-    check_disjoint(L, fname, 3, 7, ts, names);
-    fid_batchnorm2d_backward(data_or_null(dx), data_or_null(dg), data_or_null(db), dy->data, x->data,
-                             data_or_null(g), save->data, save->data + s.C, &s, training);
+                           "the output gradient", "the input", "the weight", "save", "the bias"};
+    check_disjoint(L, fname, 3, 8, ts, names);
+    if (relu)
+        fid_batchnorm2d_relu_backward(data_or_null(dx), data_or_null(dg), data_or_null(db), dy->data, x->data,
+                                      data_or_null(g), data_or_null(b), save->data, save->data + s.C, &s,
+                                      training);
+    else
+        fid_batchnorm2d_backward(data_or_null(dx), data_or_null(dg), data_or_null(db), dy->data, x->data,
+                                 data_or_null(g), save->data, save->data + s.C, &s, training);
     return 0;
 }
 
@@ -429,6 +580,7 @@ static void relu_shape(lua_State *L, const char *fname, const fid_tensor *t, fid
     char err[FID_ERRMAX];
     s->N = t->ndim == 1 ? 1 : t->size[0];
     s->D = fid_tensor_numel(t) / s->N;
+    s->pool = state_pool(L);
     if (fid_relu_check(s, err)) lerror(L, "%s: %s", fname, err);
 }
 
@@ -480,6 +632,7 @@ static void pool_shape(lua_State *L, const char *fname, const fid_tensor *x, int
 {
     char err[FID_ERRMAX];
     s->N = x->size[0], s->C = x->size[1], s->H = x->size[2], s->W = x->size[3];
+    s->pool = state_pool(L);
     s->KH = check_size(L, first, fname, "kernel size", 1);
     s->KW = check_size(L, first + 1, fname, "kernel size", 1);
     s->stride_h = check_size(L, first + 2, fname, "stride", 1);
@@ -516,6 +669,7 @@ static int l_max_pool2d(lua_State *L)
     u->idx = malloc(s.N * s.C * s.OH * s.OW * sizeof(int32_t));
     if (!u->idx) return lerror(L, "%s: cannot allocate the indices", fname);
     u->s = s;
+    u->s.pool = NULL; /* the pool may change before the backward */
     fid_maxpool2d_forward(y->data, u->idx, x->data, &s);
     return 2;
 }
@@ -529,12 +683,14 @@ static lindices *check_indices(lua_State *L, int idx, const char *fname)
     return u;
 }
 
-/* max_pool2d_backward(dy, indices, dx) -> dx, += */
+/* max_pool2d_backward(dy, indices, dx, overwrite_dx) -> dx, += (or =) */
 static int l_max_pool2d_backward(lua_State *L)
 {
     const char *fname = "nn.max_pool2d_backward";
     lindices *u = check_indices(L, 2, fname);
     fid_pool2d_shape s = u->s;
+    s.pool = state_pool(L);
+    s.din_overwrite = lua_toboolean(L, 4);
     size_t osize[4] = {s.N, s.C, s.OH, s.OW}, isize[4] = {s.N, s.C, s.H, s.W};
     const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
     expect_shape(L, dy, fname, "output gradient", 4, osize);
@@ -615,7 +771,8 @@ static int l_avg_pool2d(lua_State *L)
     return 1;
 }
 
-/* avg_pool2d_backward(dy, x, kh, kw, sh, sw, ph, pw, count_include_pad, dx) -> dx */
+/* avg_pool2d_backward(dy, x, kh, kw, sh, sw, ph, pw, count_include_pad, dx,
+   overwrite_dx) -> dx */
 static int l_avg_pool2d_backward(lua_State *L)
 {
     const char *fname = "nn.avg_pool2d_backward";
@@ -624,6 +781,7 @@ static int l_avg_pool2d_backward(lua_State *L)
     const fid_tensor *x = check_batch(L, 2, fname, "input", 4, &s.in_nstride);
     pool_shape(L, fname, x, 3, &s);
     s.exclude_pad = !lua_toboolean(L, 9);
+    s.din_overwrite = lua_toboolean(L, 11);
     size_t osize[4] = {s.N, s.C, s.OH, s.OW};
     const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
     expect_shape(L, dy, fname, "output gradient", 4, osize);
@@ -642,6 +800,7 @@ static void gap_shape(lua_State *L, const char *fname, const fid_tensor *x, fid_
 {
     char err[FID_ERRMAX];
     s->N = x->size[0], s->C = x->size[1], s->H = x->size[2], s->W = x->size[3];
+    s->pool = state_pool(L);
     if (fid_global_avgpool_check(s, err)) lerror(L, "%s: %s", fname, err);
 }
 
@@ -663,7 +822,7 @@ static int l_global_avg_pool(lua_State *L)
     return 1;
 }
 
-/* global_avg_pool_backward(dy, x, dx) -> dx, += */
+/* global_avg_pool_backward(dy, x, dx, overwrite_dx) -> dx, += (or =) */
 static int l_global_avg_pool_backward(lua_State *L)
 {
     const char *fname = "nn.global_avg_pool_backward";
@@ -679,6 +838,7 @@ static int l_global_avg_pool_backward(lua_State *L)
     check_disjoint(L, fname, 1, 2, ts, names);
     s.out_nstride = s.dout_nstride;
     if (!dx) s.din_nstride = x->size[1] * x->size[2] * x->size[3];
+    s.din_overwrite = lua_toboolean(L, 4);
     gap_shape(L, fname, x, &s);
     dx = push_grad(L, 3, dx, fname, 4, x->size);
     fid_global_avgpool_backward(dx->data, dy->data, &s);
@@ -701,6 +861,7 @@ static void linear_shape(lua_State *L, const char *fname, fid_linear_shape *s, c
         lerror(L, "%s: input %s but weight %s expects %I features", fname, a, b, (lua_Integer)(*w)->size[1]);
     }
     s->N = (*x)->size[0], s->IN = (*x)->size[1], s->OUT = (*w)->size[0];
+    s->pool = state_pool(L);
     if (fid_linear_check(s, err)) lerror(L, "%s: %s", fname, err);
 }
 
@@ -758,11 +919,14 @@ static const luaL_Reg functions[] = {
     {"conv2d", l_conv2d}, {"conv2d_naive", l_conv2d_naive},
     {"conv2d_backward", l_conv2d_backward}, {"conv2d_backward_naive", l_conv2d_backward_naive},
     {"batchnorm2d", l_batchnorm2d}, {"batchnorm2d_backward", l_batchnorm2d_backward},
+    {"batchnorm2d_apply", l_batchnorm2d_apply},
     {"relu", l_relu}, {"relu_backward", l_relu_backward},
     {"max_pool2d", l_max_pool2d}, {"max_pool2d_backward", l_max_pool2d_backward},
     {"avg_pool2d", l_avg_pool2d}, {"avg_pool2d_backward", l_avg_pool2d_backward},
     {"global_avg_pool", l_global_avg_pool}, {"global_avg_pool_backward", l_global_avg_pool_backward},
     {"linear", l_linear}, {"linear_backward", l_linear_backward},
+    {"set_threads", l_set_threads}, {"threads", l_threads},
+    {"_pool_probe", l_pool_probe}, {"_pool_overhead", l_pool_overhead},
     {NULL, NULL}
 };
 
@@ -772,6 +936,10 @@ static const luaL_Reg indices_methods[] = {
 
 void lfid_open_layers(lua_State *L)
 {
+    luaL_newmetatable(L, LFID_POOL);
+    lua_pushcfunction(L, pool_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     luaL_newmetatable(L, LFID_INDICES);
     lua_pushcfunction(L, indices_gc);
     lua_setfield(L, -2, "__gc");

@@ -1,13 +1,14 @@
 /* pool.c - max, average and global average pooling (see layers.h), with
  * PyTorch's semantics: floor mode, -inf padding for max, zero padding
  * counted in the divisor for avg by default, argmax as a flat index into
- * the input plane.
+ * the input plane. With a pool, jobs split over the N*C planes.
  */
 #include "layers.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 static int check_strides(fid_pool2d_shape *s, size_t chw, size_t cohw, char *err)
 {
@@ -75,48 +76,96 @@ static void window(size_t o, size_t stride, size_t pad, size_t k, size_t len, si
     *hi = b > (ptrdiff_t)len ? len : (size_t)b;
 }
 
-void fid_maxpool2d_forward(float *out, int32_t *idx, const float *in, const fid_pool2d_shape *s)
+/* ---- kernels --------------------------------------------------------------
+ * One job item is one (image, channel) plane: planes are independent, so
+ * any split gives the serial result. */
+
+typedef struct pool_job {
+    float *out;
+    int32_t *idx;
+    const float *in;
+    const int32_t *cidx;
+    const fid_pool2d_shape *s;
+} pool_job;
+
+/* plane p = n * C + c of a batch with the given image stride and plane size */
+static size_t plane(const fid_pool2d_shape *s, size_t p, size_t nstride, size_t size)
 {
+    return (p / s->C) * nstride + (p % s->C) * size;
+}
+
+/* zero din's plane first when the backward overwrites */
+static float *grad_plane(float *din, const fid_pool2d_shape *s, size_t p)
+{
+    const size_t hw = s->H * s->W;
+    float *dx = din + plane(s, p, s->din_nstride, hw);
+    if (s->din_overwrite) memset(dx, 0, hw * sizeof *dx);
+    return dx;
+}
+
+static void maxpool_forward_job(void *ctx, size_t p0, size_t p1)
+{
+    const pool_job *j = ctx;
+    const fid_pool2d_shape *s = j->s;
     const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
-    for (size_t n = 0; n < s->N; n++)
-        for (size_t c = 0; c < s->C; c++) {
-            const float *x = in + n * s->in_nstride + c * hw;
-            float *y = out + n * s->out_nstride + c * ohw;
-            int32_t *ix = idx + (n * s->C + c) * ohw;
-            for (size_t oh = 0; oh < s->OH; oh++) {
-                size_t h0, h1;
-                window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
-                for (size_t ow = 0; ow < s->OW; ow++) {
-                    size_t w0, w1, best;
-                    window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
-                    best = h0 * s->W + w0;
-                    float m = x[best];
-                    for (size_t h = h0; h < h1; h++)
-                        for (size_t w = w0; w < w1; w++) {
-                            float v = x[h * s->W + w];
-                            if (v > m || (isnan(v) && !isnan(m))) {
-                                m = v;
-                                best = h * s->W + w;
-                            }
-                        }
-                    y[oh * s->OW + ow] = m;
-                    ix[oh * s->OW + ow] = (int32_t)best;
-                }
+    for (size_t p = p0; p < p1; p++) {
+        const float *x = j->in + plane(s, p, s->in_nstride, hw);
+        float *y = j->out + plane(s, p, s->out_nstride, ohw);
+        int32_t *ix = j->idx + p * ohw;
+        for (size_t oh = 0; oh < s->OH; oh++) {
+            size_t h0, h1;
+            window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+            for (size_t ow = 0; ow < s->OW; ow++) {
+                size_t w0, w1, best;
+                window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
+                best = h0 * s->W + w0;
+                float m = x[best];
+                /* take v when v > m, or v is the first NaN; written as
+                   selects, not branches, which random data mispredicts */
+                for (size_t h = h0; h < h1; h++)
+                    for (size_t w = w0; w < w1; w++) {
+                        const float v = x[h * s->W + w];
+                        const int take = (v > m) | ((v != v) & (m == m));
+                        m = take ? v : m;
+                        best = take ? h * s->W + w : best;
+                    }
+                y[oh * s->OW + ow] = m;
+                ix[oh * s->OW + ow] = (int32_t)best;
             }
         }
+    }
+}
+
+static size_t planes(const fid_pool2d_shape *s)
+{
+    return s->N * s->C;
+}
+
+void fid_maxpool2d_forward(float *out, int32_t *idx, const float *in, const fid_pool2d_shape *s)
+{
+    pool_job j = {.out = out, .idx = idx, .in = in, .s = s};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * s->OH * s->OW * s->KH * s->KW, maxpool_forward_job, &j);
+}
+
+static void maxpool_backward_job(void *ctx, size_t p0, size_t p1)
+{
+    const pool_job *j = ctx;
+    const fid_pool2d_shape *s = j->s;
+    const size_t ohw = s->OH * s->OW;
+    for (size_t p = p0; p < p1; p++) {
+        float *dx = grad_plane(j->out, s, p);
+        const float *dy = j->in + plane(s, p, s->dout_nstride, ohw);
+        const int32_t *ix = j->cidx + p * ohw;
+        for (size_t i = 0; i < ohw; i++) dx[ix[i]] += dy[i];
+    }
 }
 
 void fid_maxpool2d_backward(float *din, const float *dout, const int32_t *idx,
                             const fid_pool2d_shape *s)
 {
-    const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
-    for (size_t n = 0; n < s->N; n++)
-        for (size_t c = 0; c < s->C; c++) {
-            float *dx = din + n * s->din_nstride + c * hw;
-            const float *dy = dout + n * s->dout_nstride + c * ohw;
-            const int32_t *ix = idx + (n * s->C + c) * ohw;
-            for (size_t i = 0; i < ohw; i++) dx[ix[i]] += dy[i];
-        }
+    pool_job j = {.out = din, .in = dout, .cidx = idx, .s = s};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * (s->H * s->W + 2 * s->OH * s->OW),
+                      maxpool_backward_job, &j);
 }
 
 /* PyTorch's divisor: the window clipped to the padded input (in floor mode
@@ -133,68 +182,135 @@ static float divisor(const fid_pool2d_shape *s, size_t oh, size_t ow, size_t h0,
     return (float)((ae - a) * (be - b));
 }
 
-void fid_avgpool2d_forward(float *out, const float *in, const fid_pool2d_shape *s)
+/* DenseNet's transition pooling, 2x2 windows at stride 2 without padding:
+   the same sums in the same order as the general loop, without its
+   per-window bookkeeping */
+static int is_2x2(const fid_pool2d_shape *s)
 {
+    return s->KH == 2 && s->KW == 2 && s->stride_h == 2 && s->stride_w == 2 && !s->pad_h && !s->pad_w;
+}
+
+static void avgpool_forward_job(void *ctx, size_t p0, size_t p1)
+{
+    const pool_job *j = ctx;
+    const fid_pool2d_shape *s = j->s;
     const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
-    for (size_t n = 0; n < s->N; n++)
-        for (size_t c = 0; c < s->C; c++) {
-            const float *x = in + n * s->in_nstride + c * hw;
-            float *y = out + n * s->out_nstride + c * ohw;
+    for (size_t p = p0; p < p1; p++) {
+        const float *x = j->in + plane(s, p, s->in_nstride, hw);
+        float *y = j->out + plane(s, p, s->out_nstride, ohw);
+        if (is_2x2(s)) {
             for (size_t oh = 0; oh < s->OH; oh++) {
-                size_t h0, h1;
-                window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+                const float *r0 = x + 2 * oh * s->W, *r1 = r0 + s->W;
                 for (size_t ow = 0; ow < s->OW; ow++) {
-                    size_t w0, w1;
-                    window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
                     float acc = 0.0f;
-                    for (size_t h = h0; h < h1; h++)
-                        for (size_t w = w0; w < w1; w++) acc += x[h * s->W + w];
-                    y[oh * s->OW + ow] = acc / divisor(s, oh, ow, h0, h1, w0, w1);
+                    acc += r0[2 * ow];
+                    acc += r0[2 * ow + 1];
+                    acc += r1[2 * ow];
+                    acc += r1[2 * ow + 1];
+                    y[oh * s->OW + ow] = acc / 4.0f;
                 }
             }
+            continue;
         }
+        for (size_t oh = 0; oh < s->OH; oh++) {
+            size_t h0, h1;
+            window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+            for (size_t ow = 0; ow < s->OW; ow++) {
+                size_t w0, w1;
+                window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
+                float acc = 0.0f;
+                for (size_t h = h0; h < h1; h++)
+                    for (size_t w = w0; w < w1; w++) acc += x[h * s->W + w];
+                y[oh * s->OW + ow] = acc / divisor(s, oh, ow, h0, h1, w0, w1);
+            }
+        }
+    }
+}
+
+void fid_avgpool2d_forward(float *out, const float *in, const fid_pool2d_shape *s)
+{
+    pool_job j = {.out = out, .in = in, .s = s};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * s->OH * s->OW * s->KH * s->KW, avgpool_forward_job, &j);
+}
+
+static void avgpool_backward_job(void *ctx, size_t p0, size_t p1)
+{
+    const pool_job *j = ctx;
+    const fid_pool2d_shape *s = j->s;
+    const size_t ohw = s->OH * s->OW;
+    for (size_t p = p0; p < p1; p++) {
+        float *dx = grad_plane(j->out, s, p);
+        const float *dy = j->in + plane(s, p, s->dout_nstride, ohw);
+        if (is_2x2(s)) {
+            for (size_t oh = 0; oh < s->OH; oh++) {
+                float *r0 = dx + 2 * oh * s->W, *r1 = r0 + s->W;
+                for (size_t ow = 0; ow < s->OW; ow++) {
+                    const float g = dy[oh * s->OW + ow] / 4.0f;
+                    r0[2 * ow] += g;
+                    r0[2 * ow + 1] += g;
+                    r1[2 * ow] += g;
+                    r1[2 * ow + 1] += g;
+                }
+            }
+            continue;
+        }
+        for (size_t oh = 0; oh < s->OH; oh++) {
+            size_t h0, h1;
+            window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+            for (size_t ow = 0; ow < s->OW; ow++) {
+                size_t w0, w1;
+                window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
+                float g = dy[oh * s->OW + ow] / divisor(s, oh, ow, h0, h1, w0, w1);
+                for (size_t h = h0; h < h1; h++)
+                    for (size_t w = w0; w < w1; w++) dx[h * s->W + w] += g;
+            }
+        }
+    }
 }
 
 void fid_avgpool2d_backward(float *din, const float *dout, const fid_pool2d_shape *s)
 {
-    const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
-    for (size_t n = 0; n < s->N; n++)
-        for (size_t c = 0; c < s->C; c++) {
-            float *dx = din + n * s->din_nstride + c * hw;
-            const float *dy = dout + n * s->dout_nstride + c * ohw;
-            for (size_t oh = 0; oh < s->OH; oh++) {
-                size_t h0, h1;
-                window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
-                for (size_t ow = 0; ow < s->OW; ow++) {
-                    size_t w0, w1;
-                    window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
-                    float g = dy[oh * s->OW + ow] / divisor(s, oh, ow, h0, h1, w0, w1);
-                    for (size_t h = h0; h < h1; h++)
-                        for (size_t w = w0; w < w1; w++) dx[h * s->W + w] += g;
-                }
-            }
-        }
+    pool_job j = {.out = din, .in = dout, .s = s};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * (s->H * s->W + s->OH * s->OW * s->KH * s->KW),
+                      avgpool_backward_job, &j);
+}
+
+static void global_forward_job(void *ctx, size_t p0, size_t p1)
+{
+    const pool_job *j = ctx;
+    const fid_pool2d_shape *s = j->s;
+    const size_t hw = s->H * s->W;
+    for (size_t p = p0; p < p1; p++) {
+        const float *x = j->in + plane(s, p, s->in_nstride, hw);
+        double acc = 0.0;
+        for (size_t i = 0; i < hw; i++) acc += x[i];
+        j->out[(p / s->C) * s->out_nstride + p % s->C] = (float)(acc / (double)hw);
+    }
 }
 
 void fid_global_avgpool_forward(float *out, const float *in, const fid_pool2d_shape *s)
 {
+    pool_job j = {.out = out, .in = in, .s = s};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * s->H * s->W, global_forward_job, &j);
+}
+
+static void global_backward_job(void *ctx, size_t p0, size_t p1)
+{
+    const pool_job *j = ctx;
+    const fid_pool2d_shape *s = j->s;
     const size_t hw = s->H * s->W;
-    for (size_t n = 0; n < s->N; n++)
-        for (size_t c = 0; c < s->C; c++) {
-            const float *x = in + n * s->in_nstride + c * hw;
-            double acc = 0.0;
-            for (size_t i = 0; i < hw; i++) acc += x[i];
-            out[n * s->out_nstride + c] = (float)(acc / (double)hw);
-        }
+    for (size_t p = p0; p < p1; p++) {
+        float *dx = j->out + plane(s, p, s->din_nstride, hw);
+        const float g = (float)(j->in[(p / s->C) * s->dout_nstride + p % s->C] / (double)hw);
+        if (s->din_overwrite)
+            for (size_t i = 0; i < hw; i++) dx[i] = g;
+        else
+            for (size_t i = 0; i < hw; i++) dx[i] += g;
+    }
 }
 
 void fid_global_avgpool_backward(float *din, const float *dout, const fid_pool2d_shape *s)
 {
-    const size_t hw = s->H * s->W;
-    for (size_t n = 0; n < s->N; n++)
-        for (size_t c = 0; c < s->C; c++) {
-            float *dx = din + n * s->din_nstride + c * hw;
-            const float g = (float)(dout[n * s->dout_nstride + c] / (double)hw);
-            for (size_t i = 0; i < hw; i++) dx[i] += g;
-        }
+    pool_job j = {.out = din, .in = dout, .s = s};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * s->H * s->W, global_backward_job, &j);
 }

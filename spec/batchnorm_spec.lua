@@ -239,6 +239,160 @@ describe("nn.batchnorm2d gradients by finite differences", function()
   end)
 end)
 
+-- same values (equal as numbers: bitwise but for the sign of a zero)
+local function same(a, b, what)
+  assert.are.same(b:size(), a:size())
+  assert(a:equal(b), ("%s: differs by up to %.3g"):format(what, maxabs(a - b)))
+end
+
+-- the results of f() on n threads that split every job, serial again after
+local function with_threads(n, f)
+  require("faceid.core")._nn.set_threads(n, 0)
+  assert.are.equal(n, nn.threads())
+  local r = table.pack(pcall(f))
+  nn.set_threads(1)
+  assert(r[1], r[2])
+  return table.unpack(r, 2, r.n)
+end
+
+describe("nn.batchnorm2d fused with relu", function()
+  for _, training in ipairs({ true, false }) do
+    local mode = training and "training" or "eval"
+
+    it("relu = true gives relu(batchnorm2d) and the same statistics (" .. mode .. ")", function()
+      local g = faceid.Generator(training and 61 or 62)
+      local x = faceid.randn(g, 3, 5, 4, 6) + 0.2
+      local gamma, beta = faceid.randn(g, 5), faceid.randn(g, 5)
+      local rm, rv = faceid.randn(g, 5), faceid.rand(g, 5) + 0.5
+      local rm2, rv2 = rm:clone(), rv:clone()
+      local y, save = nn.batchnorm2d(x, gamma, beta, rm, rv, { training = training })
+      local yr, saver = nn.batchnorm2d(x, gamma, beta, rm2, rv2, { training = training, relu = true })
+      same(yr, nn.relu(y), "relu output")
+      assert(y:min() < 0 and yr:min() == 0, "the ReLU clamps something")
+      same(saver, save, "save")
+      same(rm2, rm, "running_mean")
+      same(rv2, rv, "running_var")
+    end)
+
+    it("apply recomputes the forward's output bitwise (" .. mode .. ")", function()
+      local g = faceid.Generator(training and 63 or 64)
+      local x = faceid.randn(g, 2, 4, 5, 3) * 3 - 1
+      local gamma, beta = faceid.randn(g, 4), faceid.randn(g, 4)
+      local rm, rv = faceid.randn(g, 4), faceid.rand(g, 4) + 0.5
+      for _, relu in ipairs({ false, true }) do
+        local o = { training = training, relu = relu }
+        local y, save = nn.batchnorm2d(x, gamma, beta, rm:clone(), rv:clone(), o)
+        same(nn.batchnorm2d_apply(x, gamma, beta, save, o), y, "apply")
+        -- gamma and beta default to 1 and 0 in both
+        local y1, save1 = nn.batchnorm2d(x, nil, nil, rm:clone(), rv:clone(), o)
+        same(nn.batchnorm2d_apply(x, nil, nil, save1, o), y1, "apply without gamma and beta")
+        -- in place, and from a channel slice into a channel slice
+        local xi = x:clone()
+        nn.batchnorm2d_apply(xi, gamma, beta, save, { relu = relu, out = xi })
+        same(xi, y, "apply in place")
+        local xbuf = faceid.randn(g, 2, 9, 5, 3)
+        xbuf:narrow(2, 3, 4):copy(x)
+        local ybuf = faceid.full({ 2, 6, 5, 3 }, 5)
+        nn.batchnorm2d_apply(xbuf:narrow(2, 3, 4), gamma, beta, save, { relu = relu, out = ybuf:narrow(2, 2, 4) })
+        same(ybuf:narrow(2, 2, 4):contiguous(), y, "apply on slices")
+        assert.are.equal(5, ybuf:narrow(2, 1, 1):min())
+        assert.are.equal(5, ybuf:narrow(2, 6, 1):max())
+      end
+    end)
+
+    it("relu backward equals masking dy and the plain backward, bitwise (" .. mode .. ")", function()
+      local g = faceid.Generator(training and 65 or 66)
+      local x = faceid.randn(g, 3, 4, 5, 4) * 2 + 0.5
+      local gamma, beta = faceid.randn(g, 4), faceid.randn(g, 4)
+      local rm, rv = faceid.randn(g, 4), faceid.rand(g, 4) + 0.5
+      local o = { training = training, relu = true }
+      local yr, save = nn.batchnorm2d(x, gamma, beta, rm, rv, o)
+      local dy = faceid.randn(g, x:size())
+      local masked = nn.relu_backward(dy, yr)
+      local dx0, dg0, db0 = faceid.randn(g, x:size()), faceid.randn(g, 4), faceid.randn(g, 4)
+      for _, over in ipairs({ false, true }) do
+        local fo = { training = training, overwrite_dx = over }
+        local dx, dg, db = dx0:clone(), dg0:clone(), db0:clone()
+        nn.batchnorm2d_relu_backward(dy, x, gamma, beta, save, fo, dx, dg, db)
+        local rx, rg, rb = dx0:clone(), dg0:clone(), db0:clone()
+        nn.batchnorm2d_backward(masked, x, gamma, save, fo, rx, rg, rb)
+        local tag = over and " (overwrite_dx)" or ""
+        same(dx, rx, "dx" .. tag)
+        same(dg, rg, "dgamma" .. tag)
+        same(db, rb, "dbeta" .. tag)
+        if over then
+          local zx = faceid.zeros(x:size())
+          nn.batchnorm2d_backward(masked, x, gamma, save, { training = training }, zx)
+          same(dx, zx, "overwrite equals accumulating into zeros")
+        end
+      end
+      -- the mask matters: without it the gradient differs
+      local plain = faceid.zeros(x:size())
+      nn.batchnorm2d_backward(dy, x, gamma, save, { training = training }, plain)
+      local fused = nn.batchnorm2d_relu_backward(dy, x, gamma, beta, save, { training = training },
+        faceid.zeros(x:size()))
+      assert(maxabs(plain - fused) > 1e-2)
+    end)
+  end
+
+  it("relu backward reads and writes channel slices", function()
+    local g = faceid.Generator(67)
+    local n, c, h, w = 2, 3, 4, 5
+    local xbuf, dybuf = faceid.randn(g, n, 8, h, w), faceid.randn(g, n, 6, h, w)
+    local x, dy = xbuf:narrow(2, 4, c), dybuf:narrow(2, 2, c)
+    local gamma, beta = faceid.randn(g, c), faceid.randn(g, c)
+    local _, save = nn.batchnorm2d(x, gamma, beta, nil, nil, { relu = true })
+    local rx, rg, rb = faceid.zeros(n, c, h, w), faceid.zeros(c), faceid.zeros(c)
+    nn.batchnorm2d_relu_backward(dy:contiguous(), x:contiguous(), gamma, beta, save, {}, rx, rg, rb)
+    local dxbuf, dg, db = faceid.ones(n, 7, h, w), faceid.zeros(c), faceid.zeros(c)
+    nn.batchnorm2d_relu_backward(dy, x, gamma, beta, save, {}, dxbuf:narrow(2, 3, c), dg, db)
+    same(dxbuf:narrow(2, 3, c):contiguous(), rx + 1, "slice dx accumulated")
+    same(dg, rg, "dgamma")
+    same(db, rb, "dbeta")
+    assert.are.equal(1, dxbuf:narrow(2, 1, 2):min())
+    assert.are.equal(1, dxbuf:narrow(2, 6, 2):max())
+  end)
+
+  it("gives bitwise the serial results on 3 threads", function()
+    local g = faceid.Generator(68)
+    local x = faceid.randn(g, 4, 6, 7, 5) + 0.1
+    local gamma, beta = faceid.randn(g, 6), faceid.randn(g, 6)
+    local dy = faceid.randn(g, x:size())
+    local function run()
+      local rm, rv = faceid.zeros(6), faceid.ones(6)
+      local y, save = nn.batchnorm2d(x, gamma, beta, rm, rv)
+      local yr = nn.batchnorm2d(x, gamma, beta, nil, nil, { relu = true })
+      local ye = nn.batchnorm2d(x, gamma, beta, rm, rv, { training = false, relu = true })
+      local ya = nn.batchnorm2d_apply(x, gamma, beta, save, { relu = true })
+      local dx, dg, db = faceid.zeros(x:size()), faceid.zeros(6), faceid.zeros(6)
+      nn.batchnorm2d_backward(dy, x, gamma, save, {}, dx, dg, db)
+      local rx, rg, rb = faceid.zeros(x:size()), faceid.zeros(6), faceid.zeros(6)
+      nn.batchnorm2d_relu_backward(dy, x, gamma, beta, save, { overwrite_dx = true }, rx, rg, rb)
+      return y, save, rm, rv, yr, ye, ya, dx, dg, db, rx, rg, rb
+    end
+    local ref = table.pack(run())
+    local got = table.pack(with_threads(3, run))
+    for i = 1, ref.n do same(got[i], ref[i], ("result %d on 3 threads"):format(i)) end
+  end)
+
+  it("checks the fused forms' arguments", function()
+    local g = faceid.Generator(69)
+    local x = faceid.randn(g, 2, 3, 2, 2)
+    local _, save = nn.batchnorm2d(x)
+    fails_with("nn.batchnorm2d_backward: option relu needs the bias: use nn.batchnorm2d_relu_backward",
+      nn.batchnorm2d_backward, x, x, nil, save, { relu = true })
+    fails_with("nn.batchnorm2d_apply: save has shape 3x2, expected 2x3", nn.batchnorm2d_apply, x, nil, nil,
+      faceid.zeros(3, 2))
+    local buf = faceid.randn(g, 2, 4, 2, 2)
+    fails_with("nn.batchnorm2d_apply: out overlaps the input", nn.batchnorm2d_apply, buf:narrow(2, 1, 3), nil, nil,
+      save, { out = buf:narrow(2, 2, 3) })
+    fails_with("nn.batchnorm2d_relu_backward: bias has shape 2, expected 3", nn.batchnorm2d_relu_backward,
+      x, x, nil, faceid.zeros(2), save)
+    fails_with("nn.batchnorm2d: option relu must be a boolean, got number", nn.batchnorm2d, x, nil, nil, nil, nil,
+      { relu = 1 })
+  end)
+end)
+
 describe("nn.batchnorm2d errors", function()
   local g = faceid.Generator(5)
   local x = faceid.randn(g, 4, 3, 2, 2)

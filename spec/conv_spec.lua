@@ -165,6 +165,70 @@ describe("nn.conv2d fast path against the direct loops", function()
   end)
 end)
 
+-- same values (equal as numbers: bitwise but for the sign of a zero)
+local function same(a, b, what)
+  assert.are.same(b:size(), a:size())
+  assert(a:equal(b), ("%s: differs by up to %.3g"):format(what, maxabs(a - b)))
+end
+
+-- the results of f() on n threads that split every job, serial again after
+local function with_threads(n, f)
+  require("faceid.core")._nn.set_threads(n, 0)
+  assert.are.equal(n, nn.threads())
+  local r = table.pack(pcall(f))
+  nn.set_threads(1)
+  assert(r[1], r[2])
+  return table.unpack(r, 2, r.n)
+end
+
+describe("nn.conv2d overwrite_dx and threads", function()
+  for idx, cfg in ipairs(configs) do
+    it(cfg.name, function()
+      local g = faceid.Generator(300 + idx)
+      local x = faceid.randn(g, cfg.n, cfg.c, cfg.h, cfg.w)
+      local w = faceid.randn(g, cfg.oc, cfg.c, cfg.kh, cfg.kw)
+      local b = faceid.randn(g, cfg.oc)
+      local oh, ow = out_size(cfg)
+      local dy = faceid.randn(g, cfg.n, cfg.oc, oh, ow)
+      local o, over = opts_of(cfg), opts_of(cfg, { overwrite_dx = true })
+      local garbage = faceid.randn(g, x:size()) * 1e3
+      local function run()
+        local y = nn.conv2d(x, w, opts_of(cfg, { bias = b }))
+        local dx, dw, db = faceid.zeros(x:size()), faceid.zeros(w:size()), faceid.zeros(cfg.oc)
+        nn.conv2d_backward(dy, x, w, o, dx, dw, db)
+        -- dx overwritten (garbage and all), dw still accumulated
+        local odx, odw = garbage:clone(), faceid.ones(w:size())
+        nn.conv2d_backward(dy, x, w, over, odx, odw)
+        -- into a channel slice: the channels around it stay as they were
+        local buf = faceid.full({ cfg.n, cfg.c + 3, cfg.h, cfg.w }, 7)
+        nn.conv2d_backward(dy, x, w, over, buf:narrow(2, 2, cfg.c))
+        return y, dx, dw, db, odx, odw, buf
+      end
+      local y, dx, dw, db, odx, odw, buf = run()
+      same(odx, dx, "dx overwritten")
+      assert_close(odw - 1, dw, 1e-5, "dw accumulated")
+      same(buf:narrow(2, 2, cfg.c):contiguous(), dx, "dx slice overwritten")
+      assert.are.equal(7, buf:narrow(2, 1, 1):min())
+      assert.are.equal(7, buf:narrow(2, cfg.c + 2, 2):max())
+      -- the naive twin overwrites too
+      local ndx = garbage:clone()
+      nn.conv2d_backward_naive(dy, x, w, over, ndx)
+      assert_close(ndx, dx, 1e-5, "naive dx overwritten")
+      -- bitwise the same on 3 threads
+      local got = table.pack(with_threads(3, run))
+      local ref = { y, dx, dw, db, odx, odw, buf }
+      local names = { "y", "dx", "dw", "db", "overwritten dx", "dw after overwrite", "slice" }
+      for i = 1, #ref do same(got[i], ref[i], names[i] .. " on 3 threads") end
+    end)
+  end
+
+  it("refuses a non-boolean overwrite_dx", function()
+    local x, w = faceid.zeros(1, 1, 3, 3), faceid.zeros(1, 1, 1, 1)
+    fails_with("nn.conv2d_backward: option overwrite_dx must be a boolean, got number", nn.conv2d_backward,
+      x, x, w, { overwrite_dx = 1 }, x:clone())
+  end)
+end)
+
 describe("nn.conv2d on channel slices of a shared buffer", function()
   local cases = {
     { "3x3 pad 1", 3, 1 },

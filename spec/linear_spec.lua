@@ -129,6 +129,30 @@ describe("nn.linear", function()
   end)
 end)
 
+describe("nn.linear on 3 threads", function()
+  it("gives bitwise the serial results (bias rows and bias gradient split over columns)", function()
+    local g = faceid.Generator(81)
+    local x, w, b = faceid.randn(g, 6, 5), faceid.randn(g, 7, 5), faceid.randn(g, 7)
+    local dy = faceid.randn(g, 6, 7)
+    local function run()
+      local y = nn.linear(x, w, b)
+      local dx, dw, db = faceid.zeros(6, 5), faceid.zeros(7, 5), faceid.ones(7)
+      nn.linear_backward(dy, x, w, dx, dw, db)
+      return y, dx, dw, db
+    end
+    local ref = table.pack(run())
+    require("faceid.core")._nn.set_threads(3, 0)
+    assert.are.equal(3, nn.threads())
+    local got = table.pack(pcall(run))
+    nn.set_threads(1)
+    assert(got[1], got[2])
+    for i = 1, ref.n do
+      assert(got[i + 1]:equal(ref[i]), ("result %d differs on 3 threads"):format(i))
+    end
+    assert_close(ref[4], dy:sum(1):view(7) + 1, 1e-6, "db")
+  end)
+end)
+
 describe("nn.linear errors", function()
   local g = faceid.Generator(7)
   local x, w = faceid.randn(g, 4, 10), faceid.randn(g, 5, 10)

@@ -280,6 +280,88 @@ describe("nn.relu", function()
   end)
 end)
 
+-- same values (equal as numbers: bitwise but for the sign of a zero)
+local function same(a, b, what)
+  assert.are.same(b:size(), a:size())
+  assert(a:equal(b), ("%s: differs by up to %.3g"):format(what, maxabs(a - b)))
+end
+
+-- the results of f() on n threads that split every job, serial again after
+local function with_threads(n, f)
+  require("faceid.core")._nn.set_threads(n, 0)
+  assert.are.equal(n, nn.threads())
+  local r = table.pack(pcall(f))
+  nn.set_threads(1)
+  assert(r[1], r[2])
+  return table.unpack(r, 2, r.n)
+end
+
+describe("pooling backward with overwrite_dx", function()
+  local g = faceid.Generator(71)
+  -- odd sizes: the 2x2 windows leave the last row and column out
+  local x = faceid.randn(g, 2, 3, 7, 5)
+  local over = { overwrite_dx = true }
+
+  it("max_pool2d_backward overwrites dx, untouched positions included", function()
+    local y, idx = nn.max_pool2d(x, 3, { stride = 2, padding = 1 })
+    local dy = faceid.randn(g, y:size())
+    local ref = nn.max_pool2d_backward(dy, idx)
+    same(nn.max_pool2d_backward(dy, idx, faceid.randn(g, x:size()), over), ref, "dx")
+    local buf = faceid.full({ 2, 5, 7, 5 }, 3)
+    nn.max_pool2d_backward(dy, idx, buf:narrow(2, 2, 3), over)
+    same(buf:narrow(2, 2, 3):contiguous(), ref, "slice dx")
+    assert.are.equal(3, buf:narrow(2, 1, 1):min())
+    assert.are.equal(3, buf:narrow(2, 5, 1):max())
+  end)
+
+  it("avg_pool2d_backward overwrites dx (2x2 stride 2 and a padded window)", function()
+    for _, o in ipairs({ { k = 2 }, { k = 3, stride = 1, padding = 1 } }) do
+      local opts = { stride = o.stride, padding = o.padding }
+      local y = nn.avg_pool2d(x, o.k, opts)
+      local dy = faceid.randn(g, y:size())
+      local ref = nn.avg_pool2d_backward(dy, x, o.k, opts)
+      local oo = { stride = o.stride, padding = o.padding, overwrite_dx = true }
+      same(nn.avg_pool2d_backward(dy, x, o.k, oo, faceid.randn(g, x:size())), ref, "dx, kernel " .. o.k)
+    end
+  end)
+
+  it("global_avg_pool_backward overwrites dx", function()
+    local dy = faceid.randn(g, 2, 3)
+    same(nn.global_avg_pool_backward(dy, x, faceid.randn(g, x:size()), over), nn.global_avg_pool_backward(dy, x),
+      "dx")
+    fails_with("nn.global_avg_pool_backward: unknown option 'overwrite'", nn.global_avg_pool_backward, dy, x, nil,
+      { overwrite = true })
+  end)
+end)
+
+describe("pooling and relu on 3 threads", function()
+  it("give bitwise the serial results", function()
+    local g = faceid.Generator(72)
+    local x = faceid.randn(g, 3, 5, 9, 8)
+    local dy2 = faceid.randn(g, 3, 5, 4, 4)
+    local dy3 = faceid.randn(g, 3, 5, 5, 4)
+    local dyg = faceid.randn(g, 3, 5)
+    local xs = faceid.randn(g, 3, 40):narrow(2, 5, 31)
+    local function run()
+      local ym, idx = nn.max_pool2d(x, 3, { stride = 2, padding = 1 })
+      local dm = nn.max_pool2d_backward(dy3, idx)
+      local ya = nn.avg_pool2d(x, 2)
+      local da = nn.avg_pool2d_backward(dy2, x, 2)
+      local da3 = nn.avg_pool2d_backward(dy3, x, 3, { stride = 2, padding = 1, overwrite_dx = true },
+        faceid.zeros(x:size()))
+      local yg = nn.global_avg_pool(x)
+      local dg = nn.global_avg_pool_backward(dyg, x)
+      -- relu on a strided 2-D slice: chunks start and end inside rows
+      local yr = nn.relu(xs)
+      local dr = nn.relu_backward(xs, yr)
+      return ym, idx:totensor(), dm, ya, da, da3, yg, dg, yr, dr
+    end
+    local ref = table.pack(run())
+    local got = table.pack(with_threads(3, run))
+    for i = 1, ref.n do same(got[i], ref[i], ("result %d on 3 threads"):format(i)) end
+  end)
+end)
+
 describe("pooling and relu errors", function()
   local g = faceid.Generator(6)
   local x = faceid.randn(g, 2, 3, 6, 6)

@@ -16,7 +16,15 @@
 -- Parameters must be contiguous.
 --
 -- Options are tables; an unknown key is an error. `stride`, `padding` and
--- `kernel` take a number or a pair {h, w}.
+-- `kernel` take a number or a pair {h, w}. Backward functions take the
+-- option `overwrite_dx` (false): true writes dx = dL/dx instead of adding
+-- to it, which saves zeroing dx first (weight and bias gradients still
+-- accumulate).
+--
+-- Threads: nn.set_threads(n) gives this Lua state a pool of n threads (the
+-- caller included) on which the memory-bound loops run; results are
+-- bitwise the same for every n. Matrix products use BLAS's own threads
+-- (faceid.set_num_threads).
 --
 --   local nn = require("faceid").nn
 --   local y = nn.conv2d(x, w, { stride = 2, padding = 3 })
@@ -100,9 +108,22 @@ local function number(fname, name, v)
   return v
 end
 
+-- ---- threads ------------------------------------------------------------
+
+--- Run the layers of this Lua state on n threads (1: serially, the default).
+-- The pool's workers sleep between calls; a new count replaces the pool.
+function M.set_threads(n)
+  C.set_threads(n)
+end
+
+--- The thread count set by set_threads.
+function M.threads()
+  return C.threads()
+end
+
 -- ---- conv2d -------------------------------------------------------------
 
-local CONV = { stride = 1, padding = 0, bias = NONE, out = NONE }
+local CONV = { stride = 1, padding = 0, bias = NONE, out = NONE, overwrite_dx = false }
 
 local function conv_opts(fname, opts)
   local o = options(fname, opts, CONV)
@@ -125,12 +146,14 @@ end
 --- Gradients of conv2d, accumulated: dx += dL/dx, dw += dL/dw, db += dL/db.
 -- @param dy dL/dy (N, OC, OH, OW)
 -- @param x, w the forward's input and weight
--- @param opts the forward's options (bias and out are ignored)
+-- @param opts the forward's options (bias and out are ignored), and
+--   `overwrite_dx` (false)
 -- @param dx, dw, db tensors shaped like x, w and the bias; any may be nil
 -- @return dx, dw, db
 function M.conv2d_backward(dy, x, w, opts, dx, dw, db)
-  local _, sh, sw, ph, pw = conv_opts("nn.conv2d_backward", opts)
-  C.conv2d_backward(dy, x, w, sh, sw, ph, pw, dx, dw, db)
+  local fname = "nn.conv2d_backward"
+  local o, sh, sw, ph, pw = conv_opts(fname, opts)
+  C.conv2d_backward(dy, x, w, sh, sw, ph, pw, dx, dw, db, boolean(fname, "overwrite_dx", o.overwrite_dx))
   return dx, dw, db
 end
 
@@ -142,14 +165,15 @@ end
 
 --- conv2d_backward by direct loops.
 function M.conv2d_backward_naive(dy, x, w, opts, dx, dw, db)
-  local _, sh, sw, ph, pw = conv_opts("nn.conv2d_backward_naive", opts)
-  C.conv2d_backward_naive(dy, x, w, sh, sw, ph, pw, dx, dw, db)
+  local fname = "nn.conv2d_backward_naive"
+  local o, sh, sw, ph, pw = conv_opts(fname, opts)
+  C.conv2d_backward_naive(dy, x, w, sh, sw, ph, pw, dx, dw, db, boolean(fname, "overwrite_dx", o.overwrite_dx))
   return dx, dw, db
 end
 
 -- ---- batchnorm2d --------------------------------------------------------
 
-local BN = { training = true, momentum = 0.1, eps = 1e-5, out = NONE }
+local BN = { training = true, momentum = 0.1, eps = 1e-5, out = NONE, relu = false, overwrite_dx = false }
 
 --- 2-D batch normalisation, as torch.nn.BatchNorm2d.
 -- Training: normalises with the batch mean and biased variance over
@@ -161,24 +185,56 @@ local BN = { training = true, momentum = 0.1, eps = 1e-5, out = NONE }
 -- @param running_mean, running_var (C): required in eval; in training nil
 --   for both means the statistics are not tracked
 -- @param opts `training` (true), `momentum` (0.1), `eps` (1e-5), `out`
---   (a tensor shaped like x to write into; may be x itself)
+--   (a tensor shaped like x to write into; may be x itself), `relu` (false:
+--   true returns relu(y) from the same pass)
 -- @return y (N, C, H, W), save: a (2, C) tensor holding the mean (row 1)
 --   and 1/sqrt(var + eps) (row 2) used, for batchnorm2d_backward
 function M.batchnorm2d(x, weight, bias, running_mean, running_var, opts)
   local fname = "nn.batchnorm2d"
   local o = options(fname, opts, BN)
   return C.batchnorm2d(x, weight, bias, running_mean, running_var, boolean(fname, "training", o.training),
-    number(fname, "momentum", o.momentum), number(fname, "eps", o.eps), o.out)
+    number(fname, "momentum", o.momentum), number(fname, "eps", o.eps), o.out, boolean(fname, "relu", o.relu))
+end
+
+--- batchnorm2d's output recomputed from its saved statistics: (x - mean) *
+-- (weight * invstd) + bias, then relu when opts.relu, bitwise equal to the
+-- forward's y. Recomputing is how a network avoids keeping BN outputs.
+-- @param save the forward's (2, C) statistics
+-- @param opts the forward's options (`relu` and `out` are read)
+-- @return y (N, C, H, W)
+function M.batchnorm2d_apply(x, weight, bias, save, opts)
+  local fname = "nn.batchnorm2d_apply"
+  local o = options(fname, opts, BN)
+  return C.batchnorm2d_apply(x, weight, bias, save, boolean(fname, "relu", o.relu), o.out)
 end
 
 --- Gradients of batchnorm2d, accumulated into dx, dweight, dbias (any may be nil).
 -- In training mode the gradient flows through the batch statistics; in eval
--- mode they are constants. `opts` is the forward's (only training is read).
+-- mode they are constants. `opts` is the forward's (training and
+-- overwrite_dx are read; a forward with relu needs batchnorm2d_relu_backward).
 -- @return dx, dweight, dbias
 function M.batchnorm2d_backward(dy, x, weight, save, opts, dx, dweight, dbias)
   local fname = "nn.batchnorm2d_backward"
   local o = options(fname, opts, BN)
-  C.batchnorm2d_backward(dy, x, weight, save, boolean(fname, "training", o.training), dx, dweight, dbias)
+  if o.relu then
+    fail(fname .. ": option relu needs the bias: use nn.batchnorm2d_relu_backward")
+  end
+  C.batchnorm2d_backward(dy, x, weight, save, boolean(fname, "training", o.training), dx, dweight, dbias,
+    boolean(fname, "overwrite_dx", o.overwrite_dx))
+  return dx, dweight, dbias
+end
+
+--- Gradients of relu(batchnorm2d(x)), accumulated: dy is the gradient at
+-- the ReLU's output. The ReLU mask is recomputed from x, weight, bias and
+-- save, so neither the output nor a mask has to be kept; the result equals,
+-- bitwise, masking dy with relu_backward and calling batchnorm2d_backward.
+-- @param bias the forward's bias (or nil for 0)
+-- @return dx, dweight, dbias
+function M.batchnorm2d_relu_backward(dy, x, weight, bias, save, opts, dx, dweight, dbias)
+  local fname = "nn.batchnorm2d_relu_backward"
+  local o = options(fname, opts, BN)
+  C.batchnorm2d_backward(dy, x, weight, save, boolean(fname, "training", o.training), dx, dweight, dbias,
+    boolean(fname, "overwrite_dx", o.overwrite_dx), true, bias)
   return dx, dweight, dbias
 end
 
@@ -199,7 +255,13 @@ end
 -- ---- pooling ------------------------------------------------------------
 
 local MAXPOOL = { stride = NONE, padding = 0, out = NONE }
-local AVGPOOL = { stride = NONE, padding = 0, count_include_pad = true, out = NONE }
+local AVGPOOL = { stride = NONE, padding = 0, count_include_pad = true, out = NONE, overwrite_dx = false }
+local GRAD = { overwrite_dx = false }
+
+-- the overwrite_dx option of a backward without other options
+local function overwrite(fname, opts)
+  return boolean(fname, "overwrite_dx", options(fname, opts, GRAD).overwrite_dx)
+end
 
 local function pool_args(fname, kernel, opts, spec)
   local o = options(fname, opts, spec)
@@ -225,8 +287,9 @@ function M.max_pool2d(x, kernel, opts)
 end
 
 --- dx += dy routed to each window's argmax; returns dx (new and zeroed when nil).
-function M.max_pool2d_backward(dy, indices, dx)
-  return C.max_pool2d_backward(dy, indices, dx)
+-- @param opts `overwrite_dx` (false)
+function M.max_pool2d_backward(dy, indices, dx, opts)
+  return C.max_pool2d_backward(dy, indices, dx, overwrite("nn.max_pool2d_backward", opts))
 end
 
 --- Average pooling, as torch.nn.functional.avg_pool2d (floor mode; with
@@ -242,12 +305,13 @@ function M.avg_pool2d(x, kernel, opts)
 end
 
 --- dx += the gradient of avg_pool2d; x (or any tensor of the input's shape)
--- gives the input size. Returns dx (new and zeroed when nil).
+-- gives the input size; opts as the forward's plus `overwrite_dx` (false).
+-- Returns dx (new and zeroed when nil).
 function M.avg_pool2d_backward(dy, x, kernel, opts, dx)
   local fname = "nn.avg_pool2d_backward"
   local o, kh, kw, sh, sw, ph, pw = pool_args(fname, kernel, opts, AVGPOOL)
   return C.avg_pool2d_backward(dy, x, kh, kw, sh, sw, ph, pw,
-    boolean(fname, "count_include_pad", o.count_include_pad), dx)
+    boolean(fname, "count_include_pad", o.count_include_pad), dx, boolean(fname, "overwrite_dx", o.overwrite_dx))
 end
 
 --- Global average pooling (N, C, H, W) -> (N, C); `out` (optional) an (N, C) tensor.
@@ -256,8 +320,9 @@ function M.global_avg_pool(x, out)
 end
 
 --- dx += dy / (H*W) broadcast over each plane; returns dx (new when nil).
-function M.global_avg_pool_backward(dy, x, dx)
-  return C.global_avg_pool_backward(dy, x, dx)
+-- @param opts `overwrite_dx` (false)
+function M.global_avg_pool_backward(dy, x, dx, opts)
+  return C.global_avg_pool_backward(dy, x, dx, overwrite("nn.global_avg_pool_backward", opts))
 end
 
 -- ---- linear -------------------------------------------------------------

@@ -1,0 +1,52 @@
+/* parallel.h - a small persistent thread pool for the memory-bound layer
+ * kernels (parallel.c).
+ *
+ * A pool of T threads counts its caller: fid_pool_new(2) starts one worker.
+ * fid_pool_for(p, n, fn, ctx) cuts [0, n) into min(T, n) contiguous chunks,
+ * of sizes differing by at most one, runs fn(ctx, begin, end) once per chunk
+ * - the caller takes the first, worker t the (t+1)-th - and returns when all
+ * have finished. Which indices a chunk holds depends on T, so a kernel that
+ * wants results independent of the thread count splits over items whose
+ * results do not depend on each other (channels, planes, rows) and keeps
+ * every sum inside one item.
+ *
+ * Workers wait passively between jobs: a short spin (a job often follows
+ * within microseconds), then a condition variable, so they leave the cores
+ * to BLAS's own threads while a gemm runs.
+ *
+ * A NULL pool, a pool of one thread, n < 2, a call made from inside a job
+ * of the same pool and a call while another thread's job is running all
+ * run fn(ctx, 0, n) in the calling thread: a pool is safe to share, it just
+ * serialises. There are no globals; whoever creates a pool frees it, after
+ * its last job has returned.
+ */
+#ifndef FACEID_PARALLEL_H
+#define FACEID_PARALLEL_H
+
+#include <stddef.h>
+
+typedef struct fid_pool fid_pool;
+typedef void (*fid_pool_fn)(void *ctx, size_t begin, size_t end);
+
+/* nthreads in 1..FID_POOL_MAX (the caller included); NULL with a message in
+   err (FID_ERRMAX bytes) on a bad count or when threads cannot be started */
+#define FID_POOL_MAX 256
+fid_pool *fid_pool_new(int nthreads, char *err);
+void fid_pool_free(fid_pool *p);
+/* threads including the caller; 1 for NULL */
+int fid_pool_size(const fid_pool *p);
+void fid_pool_for(fid_pool *p, size_t n, fid_pool_fn fn, void *ctx);
+
+/* fid_pool_for when the whole job touches at least the pool's grain of
+   floats (`work`, the caller's estimate), else serial: below that, waking
+   a worker costs more than it saves (see parallel.c for the measurement).
+   A new pool's grain is FID_POOL_GRAIN; tests set 0 to split every job. */
+#define FID_POOL_GRAIN 32768
+void fid_pool_for_work(fid_pool *p, size_t n, size_t work, fid_pool_fn fn, void *ctx);
+void fid_pool_set_grain(fid_pool *p, size_t floats);
+size_t fid_pool_grain(const fid_pool *p);
+
+/* [*begin, *end) = chunk t of `chunks` over [0, n), as fid_pool_for cuts it */
+void fid_pool_chunk(size_t n, size_t chunks, size_t t, size_t *begin, size_t *end);
+
+#endif
