@@ -46,6 +46,7 @@ struct fid_densenet {
     float *params, *grads, *buffers, *stats;
     int64_t batches;
     int training, have_forward;
+    fid_pool *pool;             /* threads for the memory-bound kernels (NULL: serial) */
     size_t last_n;
     /* architecture */
     int conv0;
@@ -242,9 +243,9 @@ static int build(fid_densenet *net)
     return (bad || net->cls_w < 0 || net->cls_b < 0) ? -1 : 0;
 }
 
-/* per-image float counts of the arenas, and the conv workspace */
-static fid_conv2d_shape conv_shape(size_t n, size_t C, size_t H, size_t W, size_t OC, size_t K,
-                                   size_t stride, size_t pad, size_t in_ns, size_t out_ns);
+static fid_conv2d_shape conv_shape(const fid_densenet *net, size_t n, size_t C, size_t H, size_t W,
+                                   size_t OC, size_t K, size_t stride, size_t pad, size_t in_ns,
+                                   size_t out_ns);
 static fid_conv2d_shape stem_conv_shape(const fid_densenet *net, size_t n);
 
 /* per-image float counts of the arenas */
@@ -280,14 +281,14 @@ static size_t conv_workspace(const fid_densenet *net, size_t n)
         const dblock *blk = &net->blocks[b];
         const size_t ns = blk->ctot * blk->H * blk->W;
         for (int l = 0; l < blk->L; l++) {
-            s = conv_shape(n, blk->layers[l].cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+            s = conv_shape(net, n, blk->layers[l].cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
             if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
         }
-        s = conv_shape(n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        s = conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
         if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
         if (blk->has_trans) {
             const dblock *next = blk + 1;
-            s = conv_shape(n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
+            s = conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
                            next->ctot * next->H * next->W);
             if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
         }
@@ -450,6 +451,11 @@ fid_densenet *fid_densenet_new(const fid_densenet_config *c, fid_rng *rng, char 
     if (!net->params || !net->grads || !net->buffers || alloc_stats(net)) goto oom;
     memset(net->grads, 0, net->nparam * sizeof(float));
     init_weights(net, rng);
+    /* as many threads for our kernels as BLAS uses for its gemms */
+    if (fid_densenet_set_threads(net, fid_get_num_threads(), err)) {
+        fid_densenet_free(net);
+        return NULL;
+    }
     return net;
 oom:
     fid_densenet_free(net);
@@ -460,6 +466,7 @@ oom:
 void fid_densenet_free(fid_densenet *net)
 {
     if (!net) return;
+    fid_pool_free(net->pool);
     for (int b = 0; b < FID_DN_MAXBLOCKS; b++) free(net->blocks[b].layers);
     free(net->ptab);
     free(net->btab);
@@ -519,69 +526,62 @@ size_t fid_densenet_arena_bytes(const fid_densenet *net)
 
 /* ---- kernels glue ------------------------------------------------------------------ */
 
+/* BN + ReLU forward: out = relu(bn(in)), (N, C, H, W) with batch strides
+   out_ns, in_ns (0: contiguous); in training the batch statistics are saved
+   and the running ones updated */
 static void bn_forward(fid_densenet *net, const bn_ref *r, float *out, size_t out_ns,
                        const float *in, size_t in_ns, size_t n, size_t H, size_t W, int training)
 {
     char err[FID_ERRMAX];
     fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
                                .out_nstride = out_ns, .eps = net->cfg.bn_eps,
-                               .momentum = net->cfg.bn_momentum};
+                               .momentum = net->cfg.bn_momentum, .relu = 1, .pool = net->pool};
     fid_batchnorm2d_check(&s, err);
     fid_batchnorm2d_forward(out, r->mean, r->invstd, B(net, r->rm), B(net, r->rv), in,
                             P(net, r->w), P(net, r->b), &s, training);
 }
 
-static void bn_backward(fid_densenet *net, const bn_ref *r, float *din, size_t din_ns,
-                        const float *dout, size_t dout_ns, const float *in, size_t in_ns,
-                        size_t n, size_t H, size_t W)
+/* out (N, C, H, W) contiguous = relu(bn(in)) from the saved statistics,
+   bitwise the forward's: the recomputation that replaces storing it */
+static void bn_relu_apply(fid_densenet *net, const bn_ref *r, float *out, const float *in,
+                          size_t in_ns, size_t n, size_t H, size_t W)
 {
     char err[FID_ERRMAX];
     fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
-                               .out_nstride = dout_ns, .din_nstride = din_ns, .dout_nstride = dout_ns,
-                               .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum};
+                               .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum,
+                               .relu = 1, .pool = net->pool};
     fid_batchnorm2d_check(&s, err);
-    fid_batchnorm2d_backward(din, G(net, r->w), G(net, r->b), dout, in, P(net, r->w), r->mean,
-                             r->invstd, &s, 1);
+    fid_batchnorm2d_apply(out, in, r->mean, r->invstd, P(net, r->w), P(net, r->b), &s);
 }
 
-/* out (N, C, HW) contiguous = relu(bn(in)) with the saved batch statistics:
-   the recomputation that replaces storing BN+ReLU outputs */
-static void bn_relu_apply(fid_densenet *net, const bn_ref *r, float *out, const float *in,
-                          size_t in_ns, size_t n, size_t hw)
+/* backward of relu(bn(in)) from dout = dL/d(its output); din is written
+   (overwrite) or added to; the ReLU mask is re-derived from in */
+static void bn_relu_backward(fid_densenet *net, const bn_ref *r, float *din, size_t din_ns,
+                             int overwrite, const float *dout, size_t dout_ns, const float *in,
+                             size_t in_ns, size_t n, size_t H, size_t W)
 {
-    const float *g = P(net, r->w), *bt = P(net, r->b);
-    for (size_t c = 0; c < r->C; c++) {
-        const float mu = r->mean[c], scale = (float)((double)g[c] * (double)r->invstd[c]), b = bt[c];
-        for (size_t i = 0; i < n; i++) {
-            const float *x = in + i * in_ns + c * hw;
-            float *y = out + (i * r->C + c) * hw;
-            for (size_t j = 0; j < hw; j++) {
-                float v = (x[j] - mu) * scale + b;
-                y[j] = v > 0.0f ? v : 0.0f;
-            }
-        }
-    }
+    char err[FID_ERRMAX];
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
+                               .out_nstride = dout_ns, .din_nstride = din_ns ? din_ns : in_ns,
+                               .dout_nstride = dout_ns, .eps = net->cfg.bn_eps,
+                               .momentum = net->cfg.bn_momentum, .din_overwrite = overwrite,
+                               .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_relu_backward(din, G(net, r->w), G(net, r->b), dout, in, P(net, r->w),
+                                  P(net, r->b), r->mean, r->invstd, &s, 1);
 }
 
-static void relu_inplace(float *x, size_t count)
-{
-    for (size_t i = 0; i < count; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
-/* grad *= (act > 0), both contiguous */
-static void relu_mask(float *grad, const float *act, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        if (!(act[i] > 0.0f)) grad[i] = 0.0f;
-}
-
-static fid_conv2d_shape conv_shape(size_t n, size_t C, size_t H, size_t W, size_t OC, size_t K,
-                                   size_t stride, size_t pad, size_t in_ns, size_t out_ns)
+/* every conv's backward overwrites din: each input gradient is a fresh
+   buffer, so nothing has to be zeroed first */
+static fid_conv2d_shape conv_shape(const fid_densenet *net, size_t n, size_t C, size_t H, size_t W,
+                                   size_t OC, size_t K, size_t stride, size_t pad, size_t in_ns,
+                                   size_t out_ns)
 {
     char err[FID_ERRMAX];
     fid_conv2d_shape s = {.N = n, .C = C, .H = H, .W = W, .OC = OC, .KH = K, .KW = K,
                           .stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad,
-                          .in_nstride = in_ns, .out_nstride = out_ns};
+                          .in_nstride = in_ns, .out_nstride = out_ns, .din_overwrite = 1,
+                          .pool = net->pool};
     fid_conv2d_check(&s, err);
     return s;
 }
@@ -590,7 +590,7 @@ static fid_conv2d_shape stem_conv_shape(const fid_densenet *net, size_t n)
 {
     const fid_densenet_config *c = &net->cfg;
     int big = c->stem == FID_STEM_IMAGENET;
-    return conv_shape(n, (size_t)c->channels, (size_t)c->input, (size_t)c->input, net->c0,
+    return conv_shape(net, n, (size_t)c->channels, (size_t)c->input, (size_t)c->input, net->c0,
                       big ? 7 : 3, big ? 2 : 1, big ? 3 : 1, 0, 0);
 }
 
@@ -600,17 +600,36 @@ static fid_pool2d_shape maxpool_shape(const fid_densenet *net, size_t n)
     const dblock *b0 = &net->blocks[0];
     fid_pool2d_shape s = {.N = n, .C = net->c0, .H = net->H0, .W = net->W0, .KH = 3, .KW = 3,
                           .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1,
-                          .out_nstride = b0->ctot * b0->H * b0->W};
+                          .out_nstride = b0->ctot * b0->H * b0->W, .din_overwrite = 1,
+                          .pool = net->pool};
     fid_pool2d_check(&s, err);
     return s;
 }
 
-static fid_pool2d_shape trans_pool_shape(const dblock *blk, size_t n)
+static fid_pool2d_shape trans_pool_shape(const fid_densenet *net, const dblock *blk, size_t n)
 {
     char err[FID_ERRMAX];
     fid_pool2d_shape s = {.N = n, .C = blk->ctot, .H = blk->H, .W = blk->W, .KH = 2, .KW = 2,
-                          .stride_h = 2, .stride_w = 2};
+                          .stride_h = 2, .stride_w = 2, .din_overwrite = 1, .pool = net->pool};
     fid_pool2d_check(&s, err);
+    return s;
+}
+
+static fid_pool2d_shape head_pool_shape(const fid_densenet *net, size_t n)
+{
+    char err[FID_ERRMAX];
+    const dblock *last = &net->blocks[net->cfg.nblocks - 1];
+    fid_pool2d_shape s = {.N = n, .C = net->C5, .H = last->H, .W = last->W, .din_overwrite = 1,
+                          .pool = net->pool};
+    fid_global_avgpool_check(&s, err);
+    return s;
+}
+
+static fid_linear_shape head_linear_shape(const fid_densenet *net, size_t n)
+{
+    char err[FID_ERRMAX];
+    fid_linear_shape s = {.N = n, .IN = net->C5, .OUT = (size_t)net->cfg.embedding, .pool = net->pool};
+    fid_linear_check(&s, err);
     return s;
 }
 
@@ -619,18 +638,16 @@ static fid_pool2d_shape trans_pool_shape(const dblock *blk, size_t n)
 static void stem_forward(fid_densenet *net, const float *in, size_t n, int tr)
 {
     const dblock *b0 = &net->blocks[0];
-    const size_t hw0 = net->H0 * net->W0, ns0 = b0->ctot * b0->H * b0->W;
+    const size_t ns0 = b0->ctot * b0->H * b0->W;
     fid_conv2d_shape cs = stem_conv_shape(net, n);
     float *y0 = tr ? net->y0 : net->s2;
     fid_conv2d_forward(y0, in, P(net, net->conv0), NULL, &cs, net->ws);
     if (net->cfg.stem == FID_STEM_IMAGENET) {
         fid_pool2d_shape ps = maxpool_shape(net, n);
         bn_forward(net, &net->n0, net->s1, 0, y0, 0, n, net->H0, net->W0, tr);
-        relu_inplace(net->s1, n * net->c0 * hw0);
         fid_maxpool2d_forward(b0->buf, net->idx0, net->s1, &ps);
     } else {
         bn_forward(net, &net->n0, b0->buf, ns0, y0, 0, n, net->H0, net->W0, tr);
-        for (size_t i = 0; i < n; i++) relu_inplace(b0->buf + i * ns0, net->c0 * hw0);
     }
 }
 
@@ -641,26 +658,23 @@ static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
     for (int l = 0; l < blk->L; l++) {
         dlayer *ly = &blk->layers[l];
         float *y1 = tr ? ly->y1 : net->s3;
-        fid_conv2d_shape c1 = conv_shape(n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
-        fid_conv2d_shape c2 = conv_shape(n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        fid_conv2d_shape c1 = conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+        fid_conv2d_shape c2 = conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
         bn_forward(net, &ly->n1, net->s1, 0, blk->buf, ns, n, blk->H, blk->W, tr);
-        relu_inplace(net->s1, n * ly->cin * hw);
         fid_conv2d_forward(y1, net->s1, P(net, ly->conv1), NULL, &c1, net->ws);
         bn_forward(net, &ly->n2, net->s2, 0, y1, 0, n, blk->H, blk->W, tr);
-        relu_inplace(net->s2, n * bw * hw);
         fid_conv2d_forward(blk->buf + ly->cin * hw, net->s2, P(net, ly->conv2), NULL, &c2, net->ws);
     }
 }
 
 static void trans_forward(fid_densenet *net, dblock *blk, dblock *next, size_t n, int tr)
 {
-    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
-    fid_pool2d_shape ps = trans_pool_shape(blk, n);
+    const size_t ns = blk->ctot * blk->H * blk->W;
+    fid_pool2d_shape ps = trans_pool_shape(net, blk, n);
     float *pooled = tr ? blk->pooled : net->s2;
-    fid_conv2d_shape cs = conv_shape(n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
+    fid_conv2d_shape cs = conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
                                      next->ctot * next->H * next->W);
     bn_forward(net, &blk->tn, net->s1, 0, blk->buf, ns, n, blk->H, blk->W, tr);
-    relu_inplace(net->s1, n * ns);
     fid_avgpool2d_forward(pooled, net->s1, &ps);
     fid_conv2d_forward(next->buf, pooled, P(net, blk->tconv), NULL, &cs, net->ws);
 }
@@ -668,14 +682,9 @@ static void trans_forward(fid_densenet *net, dblock *blk, dblock *next, size_t n
 static void head_forward(fid_densenet *net, float *out, size_t n, int tr)
 {
     const dblock *last = &net->blocks[net->cfg.nblocks - 1];
-    const size_t hw = last->H * last->W;
-    char err[FID_ERRMAX];
-    fid_pool2d_shape gs = {.N = n, .C = net->C5, .H = last->H, .W = last->W};
-    fid_linear_shape ls = {.N = n, .IN = net->C5, .OUT = (size_t)net->cfg.embedding};
-    fid_global_avgpool_check(&gs, err);
-    fid_linear_check(&ls, err);
+    fid_pool2d_shape gs = head_pool_shape(net, n);
+    fid_linear_shape ls = head_linear_shape(net, n);
     bn_forward(net, &net->n5, net->s1, 0, last->buf, 0, n, last->H, last->W, tr);
-    relu_inplace(net->s1, n * net->C5 * hw);
     fid_global_avgpool_forward(net->feat, net->s1, &gs);
     fid_linear_forward(out, net->feat, P(net, net->cls_w), P(net, net->cls_b), &ls);
 }
@@ -711,24 +720,20 @@ int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t 
 }
 
 /* ---- backward ------------------------------------------------------------------------- */
+/* Each block's feature gradient is first WRITTEN whole by the layer that
+   consumes the whole block (the head for the last block, the transition
+   for the others), then the dense layers add to it: no buffer is zeroed. */
 
 static void head_backward(fid_densenet *net, const float *dout, size_t n)
 {
     dblock *last = &net->blocks[net->cfg.nblocks - 1];
-    const size_t hw = last->H * last->W;
-    char err[FID_ERRMAX];
-    fid_pool2d_shape gs = {.N = n, .C = net->C5, .H = last->H, .W = last->W};
-    fid_linear_shape ls = {.N = n, .IN = net->C5, .OUT = (size_t)net->cfg.embedding};
-    fid_global_avgpool_check(&gs, err);
-    fid_linear_check(&ls, err);
-    memset(net->dfeat, 0, n * net->C5 * sizeof(float));
+    fid_pool2d_shape gs = head_pool_shape(net, n);
+    fid_linear_shape ls = head_linear_shape(net, n);
+    memset(net->dfeat, 0, n * net->C5 * sizeof(float)); /* (N, C): small */
     fid_linear_backward(net->dfeat, G(net, net->cls_w), G(net, net->cls_b), dout, net->feat,
                         P(net, net->cls_w), &ls);
-    memset(net->s4, 0, n * net->C5 * hw * sizeof(float));
     fid_global_avgpool_backward(net->s4, net->dfeat, &gs);
-    bn_relu_apply(net, &net->n5, net->s1, last->buf, net->C5 * hw, n, hw);
-    relu_mask(net->s4, net->s1, n * net->C5 * hw);
-    bn_backward(net, &net->n5, last->dbuf, 0, net->s4, 0, last->buf, 0, n, last->H, last->W);
+    bn_relu_backward(net, &net->n5, last->dbuf, 0, 1, net->s4, 0, last->buf, 0, n, last->H, last->W);
 }
 
 static void block_backward(fid_densenet *net, dblock *blk, size_t n)
@@ -737,66 +742,45 @@ static void block_backward(fid_densenet *net, dblock *blk, size_t n)
     const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
     for (int l = blk->L - 1; l >= 0; l--) {
         dlayer *ly = &blk->layers[l];
-        fid_conv2d_shape c1 = conv_shape(n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
-        fid_conv2d_shape c2 = conv_shape(n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
-        /* through conv2: needs a2 = relu(bn2(y1)), recomputed */
-        bn_relu_apply(net, &ly->n2, net->s2, ly->y1, bw * hw, n, hw);
-        memset(net->s3, 0, n * bw * hw * sizeof(float));
+        fid_conv2d_shape c1 = conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+        fid_conv2d_shape c2 = conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        /* conv2 needs its input a2 = relu(bn2(y1)): recomputed into s2 */
+        bn_relu_apply(net, &ly->n2, net->s2, ly->y1, 0, n, blk->H, blk->W);
         fid_conv2d_backward(net->s3, G(net, ly->conv2), NULL, blk->dbuf + ly->cin * hw, net->s2,
                             P(net, ly->conv2), &c2, net->ws);
-        relu_mask(net->s3, net->s2, n * bw * hw);
-        memset(net->s2, 0, n * bw * hw * sizeof(float));
-        bn_backward(net, &ly->n2, net->s2, 0, net->s3, 0, ly->y1, 0, n, blk->H, blk->W);
-        /* through conv1: needs a1 = relu(bn1(features)), recomputed */
-        bn_relu_apply(net, &ly->n1, net->s1, blk->buf, ns, n, hw);
-        memset(net->s4, 0, n * ly->cin * hw * sizeof(float));
+        bn_relu_backward(net, &ly->n2, net->s2, 0, 1, net->s3, 0, ly->y1, 0, n, blk->H, blk->W);
+        /* conv1 needs a1 = relu(bn1(features)): recomputed into s1 */
+        bn_relu_apply(net, &ly->n1, net->s1, blk->buf, ns, n, blk->H, blk->W);
         fid_conv2d_backward(net->s4, G(net, ly->conv1), NULL, net->s2, net->s1, P(net, ly->conv1),
                             &c1, net->ws);
-        relu_mask(net->s4, net->s1, n * ly->cin * hw);
-        bn_backward(net, &ly->n1, blk->dbuf, ns, net->s4, 0, blk->buf, ns, n, blk->H, blk->W);
+        bn_relu_backward(net, &ly->n1, blk->dbuf, ns, 0, net->s4, 0, blk->buf, ns, n, blk->H, blk->W);
     }
 }
 
 static void trans_backward(fid_densenet *net, dblock *blk, dblock *next, size_t n)
 {
-    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
-    const size_t phw = (blk->H / 2) * (blk->W / 2);
-    fid_pool2d_shape ps = trans_pool_shape(blk, n);
-    fid_conv2d_shape cs = conv_shape(n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
+    fid_pool2d_shape ps = trans_pool_shape(net, blk, n);
+    fid_conv2d_shape cs = conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
                                      next->ctot * next->H * next->W);
-    memset(net->s2, 0, n * blk->ctot * phw * sizeof(float));
     fid_conv2d_backward(net->s2, G(net, blk->tconv), NULL, next->dbuf, blk->pooled,
                         P(net, blk->tconv), &cs, net->ws);
-    memset(net->s4, 0, n * ns * sizeof(float));
     fid_avgpool2d_backward(net->s4, net->s2, &ps);
-    bn_relu_apply(net, &blk->tn, net->s1, blk->buf, ns, n, hw);
-    relu_mask(net->s4, net->s1, n * ns);
-    bn_backward(net, &blk->tn, blk->dbuf, 0, net->s4, 0, blk->buf, 0, n, blk->H, blk->W);
+    bn_relu_backward(net, &blk->tn, blk->dbuf, 0, 1, net->s4, 0, blk->buf, 0, n, blk->H, blk->W);
 }
 
 static void stem_backward(fid_densenet *net, float *din, size_t n)
 {
     dblock *b0 = &net->blocks[0];
-    const size_t hw0 = net->H0 * net->W0, ns0 = b0->ctot * b0->H * b0->W;
-    const size_t count = n * net->c0 * hw0;
+    const size_t ns0 = b0->ctot * b0->H * b0->W;
     fid_conv2d_shape cs = stem_conv_shape(net, n);
-    memset(net->s2, 0, count * sizeof(float));
     if (net->cfg.stem == FID_STEM_IMAGENET) {
         fid_pool2d_shape ps = maxpool_shape(net, n);
         fid_maxpool2d_backward(net->s2, b0->dbuf, net->idx0, &ps);
-        bn_relu_apply(net, &net->n0, net->s1, net->y0, net->c0 * hw0, n, hw0);
-        relu_mask(net->s2, net->s1, count);
+        bn_relu_backward(net, &net->n0, net->s3, 0, 1, net->s2, 0, net->y0, 0, n, net->H0, net->W0);
     } else {
-        /* the block buffer holds the ReLU output itself */
-        for (size_t i = 0; i < n; i++) {
-            const float *g = b0->dbuf + i * ns0, *a = b0->buf + i * ns0;
-            float *d = net->s2 + i * net->c0 * hw0;
-            for (size_t j = 0; j < net->c0 * hw0; j++) d[j] = a[j] > 0.0f ? g[j] : 0.0f;
-        }
+        /* the block buffer holds relu(bn0(y0)) itself */
+        bn_relu_backward(net, &net->n0, net->s3, 0, 1, b0->dbuf, ns0, net->y0, 0, n, net->H0, net->W0);
     }
-    memset(net->s3, 0, count * sizeof(float));
-    bn_backward(net, &net->n0, net->s3, 0, net->s2, 0, net->y0, 0, n, net->H0, net->W0);
-    if (din) memset(din, 0, n * cs.C * cs.H * cs.W * sizeof(float));
     fid_conv2d_backward(din, G(net, net->conv0), NULL, net->s3, net->x, P(net, net->conv0), &cs, net->ws);
 }
 
@@ -810,10 +794,6 @@ int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size
         snprintf(err, FID_ERRMAX, "gradient has %zu rows but the last forward had %zu", n, net->last_n);
         return FID_EARG;
     }
-    for (int b = 0; b < net->cfg.nblocks; b++) {
-        dblock *blk = &net->blocks[b];
-        memset(blk->dbuf, 0, n * blk->ctot * blk->H * blk->W * sizeof(float));
-    }
     head_backward(net, dout, n);
     for (int b = net->cfg.nblocks - 1; b >= 0; b--) {
         block_backward(net, &net->blocks[b], n);
@@ -821,4 +801,22 @@ int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size
     }
     stem_backward(net, din, n);
     return FID_OK;
+}
+
+int fid_densenet_set_threads(fid_densenet *net, int nthreads, char *err)
+{
+    fid_pool *p = NULL;
+    if (nthreads < 1 || nthreads > FID_POOL_MAX) {
+        snprintf(err, FID_ERRMAX, "thread count must be 1..%d, got %d", FID_POOL_MAX, nthreads);
+        return FID_EARG;
+    }
+    if (nthreads > 1 && !(p = fid_pool_new(nthreads, err))) return FID_ENOMEM;
+    fid_pool_free(net->pool);
+    net->pool = p;
+    return FID_OK;
+}
+
+int fid_densenet_threads(const fid_densenet *net)
+{
+    return fid_pool_size(net->pool);
 }

@@ -28,6 +28,7 @@
 #define FACEID_DENSENET_H
 
 #include "faceid.h"
+#include "parallel.h"
 
 #define FID_DN_MAXBLOCKS 8
 #define FID_DN_NAMEMAX 96
@@ -101,6 +102,11 @@ int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t 
    dout (N, D) = dL/dout; din (N, channels, input, input) receives dL/din
    (overwritten, not accumulated) unless NULL */
 int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size_t n, char *err);
+/* threads of the network's own kernels (BN, ReLU, pooling, im2col; the
+   gemms use BLAS's threads): 1 runs them serially. Default: BLAS's count
+   when the network is made. Results do not depend on it. */
+int fid_densenet_set_threads(fid_densenet *net, int nthreads, char *err);
+int fid_densenet_threads(const fid_densenet *net);
 /* bytes held in activation arenas now (for summaries and benchmarks) */
 size_t fid_densenet_arena_bytes(const fid_densenet *net);
 

@@ -286,6 +286,20 @@ static int m_batches_tracked(lua_State *L)
     return 1;
 }
 
+/* net:threads([n]) -> threads of the network's own kernels (set first) */
+static int m_threads(lua_State *L)
+{
+    ldensenet *u = check_ud(L, 1);
+    char err[FID_ERRMAX];
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer n = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, n >= 1 && n <= FID_POOL_MAX, 2, "thread count out of range");
+        if (fid_densenet_set_threads(u->net, (int)n, err)) return lfid_error(L, "DenseNet:threads", err);
+    }
+    lua_pushinteger(L, fid_densenet_threads(u->net));
+    return 1;
+}
+
 static int m_arena_bytes(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)fid_densenet_arena_bytes(check_ud(L, 1)->net));
@@ -353,7 +367,7 @@ static const luaL_Reg methods[] = {
     {"train", m_train}, {"evaluate", m_evaluate}, {"is_training", m_is_training},
     {"parameters", m_parameters}, {"buffers", m_buffers}, {"flat", m_flat},
     {"num_parameters", m_num_parameters}, {"batches_tracked", m_batches_tracked},
-    {"arena_bytes", m_arena_bytes}, {"config", m_config}, {"channels", m_channels},
+    {"arena_bytes", m_arena_bytes}, {"threads", m_threads}, {"config", m_config}, {"channels", m_channels},
     {"close", m_close}, {NULL, NULL}
 };
 
