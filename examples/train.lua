@@ -89,15 +89,8 @@ if extra then
 end
 
 if minutes then
-  -- measure a few steps, then size the run to the time budget
-  local probe = {}
-  for k, v in pairs(opts) do probe[k] = v end
-  probe.steps, probe.out, probe.quiet, probe.eval_every, probe.resume = 3, false, true, false, false
-  local t0 = faceid.clock()
-  faceid.train.run(probe)
-  local per_step = (faceid.clock() - t0) / 3
-  opts.steps = math.max(1, math.floor(minutes * 60 / (per_step * 1.1)))
-  print(("about %.2f s per step: %d steps fit in %g minutes"):format(per_step, opts.steps, minutes))
+  opts.minutes = minutes
+  opts.steps = opts.steps or 1000000 -- the budget decides
 end
 
 local r = faceid.train.run(opts)

@@ -22,6 +22,8 @@
 --   input       image side in pixels (128); embedding (32)
 --   batch       pairs per step (64: 128 images per forward)
 --   steps       optimizer steps (or epochs: passes over the pairs)
+--   minutes     a time budget: training stops after the first step that
+--               ends past it (then evaluates and saves as at the end)
 --   optimizer   "adam" or "sgd"; lr, beta1, beta2, eps, weight_decay,
 --               momentum (SGD)
 --   schedule    "seed" (the original's cyclical lr/beta1), "one_cycle",
@@ -45,7 +47,7 @@ M.DEFAULTS = {
   steps = false, epochs = false, optimizer = "adam", lr = 3e-4, beta1 = 0.9, beta2 = 0.99, eps = 1e-8,
   weight_decay = 0, momentum = 0.9, schedule = "seed", margin = 2.0, ratio = 1, augment = nil,
   eval_every = 200, eval_pairs = 1000, checkpoint_every = 500, print_every = 10, out = false,
-  resume = false, on_nan = "stop", seed = 0, threads = 2, quiet = false, cache = true,
+  resume = false, on_nan = "stop", seed = 0, threads = 2, quiet = false, cache = true, minutes = false,
 }
 
 local function options(opts)
@@ -297,7 +299,8 @@ function M.run(opts)
       log:flush()
     end
     if not o.quiet and (state.step % o.print_every == 0 or state.step == total) then
-      local eta = (total - state.step) * 2 * o.batch / ips
+      local eta = math.min((total - state.step) * 2 * o.batch / ips,
+        o.minutes and (60 * o.minutes - elapsed) or math.huge)
       print(("step %d/%d  epoch %d  loss %.4f  lr %.3g  beta1 %.3f  %.1f img/s  ETA %s")
         :format(state.step, total, state.epoch, l, hyper.lr, beta1, ips, fmt_time(eta)))
     end
@@ -312,7 +315,12 @@ function M.run(opts)
       :format(tostring(net):match("^[^\n]+"), tostring(train_ds), val_ds and tostring(val_ds) or "none",
         #list, o.batch, total))
   end
+  local deadline = o.minutes and t_start + 60 * o.minutes or math.huge
   while state.step < total do
+    if faceid.clock() >= deadline then
+      if not o.quiet then print(("time budget of %g minutes reached at step %d"):format(o.minutes, state.step)) end
+      break
+    end
     local ok, err = pcall(train_step)
     if not ok then
       if tostring(err):find("interrupted!", 1, true) then
