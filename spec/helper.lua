@@ -1,5 +1,7 @@
 -- spec/helper.lua - shared test helpers: the face data folder, temporary
 -- paths, and naive references. Specs load it with require("helper").
+local luassert = require("luassert")
+
 local M = {}
 
 --- Directory of the shared face data (../shared/data, or $FACEID_DATA).
@@ -72,6 +74,56 @@ function M.flatten(t, out)
     for _, v in ipairs(t) do M.flatten(v, out) end
   end
   return out
+end
+
+-- ---- layer checks ---------------------------------------------------------
+
+function M.maxabs(t)
+  return t:abs():max()
+end
+
+--- a and b agree to rtol of b's largest magnitude
+function M.assert_close(a, b, rtol, what)
+  luassert.are.same(b:size(), a:size())
+  local d, s = M.maxabs(a - b), M.maxabs(b)
+  assert(d <= (rtol or 1e-5) * math.max(s, 1e-6),
+    ("%s: max difference %.3g against a scale of %.3g"):format(what or "tensors", d, s))
+end
+
+--- Central differences of loss() with respect to every element of the
+-- contiguous tensor t, compared with the analytic gradient g: each element
+-- within 1e-2 (of the largest gradient, plus relative), and the error
+-- vector's norm within norm_tol of the gradient's.
+function M.gradcheck(loss, t, g, eps, what, norm_tol)
+  local flat, gflat = t:view(-1), g:contiguous():view(-1)
+  local scale = math.max(M.maxabs(g), 1e-3)
+  local err2, ref2 = 0, 0
+  for i = 1, flat:numel() do
+    local v = flat[i]
+    flat[i] = v + eps
+    local vp, lp = flat[i], loss()
+    flat[i] = v - eps
+    local vm, lm = flat[i], loss()
+    flat[i] = v
+    local fd, an = (lp - lm) / (vp - vm), gflat[i]
+    assert(math.abs(fd - an) <= 1e-2 * scale + 1e-2 * math.abs(an),
+      ("%s[%d]: finite difference %.6g, analytic %.6g"):format(what, i, fd, an))
+    err2, ref2 = err2 + (fd - an) ^ 2, ref2 + an ^ 2
+  end
+  assert(math.sqrt(err2) <= (norm_tol or 2e-3) * math.sqrt(ref2) + 1e-6,
+    ("%s: relative error norm %.3g"):format(what, math.sqrt(err2 / math.max(ref2, 1e-30))))
+end
+
+--- sum(y * r) in double: the random projection loss of gradient checks
+function M.project(y, r)
+  return y:contiguous():view(-1):dot(r:view(-1))
+end
+
+--- f(...) raises an error whose text contains `pattern` (plain)
+function M.fails_with(pattern, f, ...)
+  local ok, err = pcall(f, ...)
+  luassert.is_false(ok, "expected an error matching " .. pattern)
+  assert(tostring(err):find(pattern, 1, true), ("error %q does not mention %q"):format(tostring(err), pattern))
 end
 
 --- True under `make sanitize` (slow specs may shrink their sizes).

@@ -3,47 +3,17 @@
 -- finite-difference gradients away from kinks and ties, and errors.
 local faceid = require("faceid")
 local nn = faceid.nn
+local helper = require("helper")
 
-local function maxabs(t)
-  return t:abs():max()
-end
-
-local function assert_close(a, b, rtol, what)
-  assert.are.same(b:size(), a:size())
-  local d, s = maxabs(a - b), maxabs(b)
-  assert(d <= (rtol or 1e-5) * math.max(s, 1e-6),
-    ("%s: max difference %.3g against a scale of %.3g"):format(what or "tensors", d, s))
-end
+local maxabs = helper.maxabs
+local assert_close = helper.assert_close
 
 local function gradcheck(loss, t, g, eps, what)
-  local flat, gflat = t:view(-1), g:contiguous():view(-1)
-  local scale = math.max(maxabs(g), 1e-3)
-  local err2, ref2 = 0, 0
-  for i = 1, flat:numel() do
-    local v = flat[i]
-    flat[i] = v + eps
-    local vp, lp = flat[i], loss()
-    flat[i] = v - eps
-    local vm, lm = flat[i], loss()
-    flat[i] = v
-    local fd, an = (lp - lm) / (vp - vm), gflat[i]
-    assert(math.abs(fd - an) <= 1e-2 * scale + 1e-2 * math.abs(an),
-      ("%s[%d]: finite difference %.6g, analytic %.6g"):format(what, i, fd, an))
-    err2, ref2 = err2 + (fd - an) ^ 2, ref2 + an ^ 2
-  end
-  assert(math.sqrt(err2) <= 2e-3 * math.sqrt(ref2) + 1e-6,
-    ("%s: relative error norm %.3g"):format(what, math.sqrt(err2 / math.max(ref2, 1e-30))))
+  return helper.gradcheck(loss, t, g, eps, what, 2e-3)
 end
 
-local function project(y, r)
-  return y:contiguous():view(-1):dot(r:view(-1))
-end
-
-local function fails_with(pattern, f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error matching " .. pattern)
-  assert(tostring(err):find(pattern, 1, true), ("error %q does not mention %q"):format(tostring(err), pattern))
-end
+local project = helper.project
+local fails_with = helper.fails_with
 
 -- distinct values 0.1 apart in a random order: no ties, no kinks within +-eps
 local function distinct(g, n, c, h, w)
