@@ -22,20 +22,8 @@ local core = require("faceid.core")
 
 local M = {}
 
-local function check_opts(fname, opts, allowed)
-  if opts == nil then
-    return {}
-  end
-  if type(opts) ~= "table" then
-    error(("%s: opts must be a table, got %s"):format(fname, type(opts)), 3)
-  end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      error(("%s: unknown option '%s'"):format(fname, tostring(k)), 3)
-    end
-  end
-  return opts
-end
+-- option tables: unknown keys are errors (shared with faceid.data)
+local check_opts = require("faceid.data")._check_opts
 
 local function check_ds(fname, ds)
   if type(ds) ~= "table" or type(ds.images_of) ~= "function" or type(ds.people) ~= "function" then
