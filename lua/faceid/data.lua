@@ -46,6 +46,7 @@ local function check_opts(fname, opts, allowed)
   end
   return opts
 end
+M._check_opts = check_opts -- shared with faceid.pairs
 
 local function check_string(fname, what, v)
   if type(v) ~= "string" then
