@@ -1,6 +1,6 @@
-/* parallel.c - the thread pool of parallel.h: T-1 pthreads that spin
- * briefly, then sleep on a condition variable until the next job; the
- * caller runs the first chunk itself and waits (spin, then sleep) for the
+/* parallel.c - the thread pool of parallel.h: T-1 pthreads that poll,
+ * then yield, then sleep on a condition variable until the next job; the
+ * caller runs the first chunk itself and waits the same way for the
  * others. One job at a time per pool: a second submitter runs serially.
  */
 #include "parallel.h"
@@ -13,16 +13,27 @@
 #include <string.h>
 #include <time.h>
 
-/* How long a worker spins for the next job, and the caller for the last
-   chunk, before sleeping. A DenseNet-121 step issues about two thousand jobs,
-   most within a few microseconds of the previous one; waking a sleeping
-   thread costs 10-40 us in a VM (a futex wake plus an IPI), spinning costs a
-   core that BLAS's threads may want. Measured on 2 cores: FIXME. */
+/* How a waiting thread waits: first FID_POOL_SPIN_NS of polling, then
+   sched_yield() until FID_POOL_YIELD_NS have passed, then a condition
+   variable. Yielding hands the core to any thread that wants it (BLAS's
+   workers during a gemm) yet keeps the CPU from idling: in the 2-vCPU VM
+   these numbers come from, waking a sleeping thread whose CPU went idle
+   took 100-150 us, 15-40 us right after a gemm, against 1-2 us for a
+   yielding one. A DenseNet-121 step runs a few thousand jobs, most of them
+   0.1-5 ms apart with a gemm in between; with sleeping workers the pool
+   gained nothing over one thread, with a 1-5 ms yield window the step ran
+   10-20 % faster (OpenBLAS's own workers yield for about 0.1 s). */
 #ifndef FID_POOL_SPIN_NS
-#define FID_POOL_SPIN_NS 50000
+#define FID_POOL_SPIN_NS 2000
 #endif
 #ifndef FID_POOL_YIELD_NS
-#define FID_POOL_YIELD_NS 0
+#define FID_POOL_YIELD_NS 5000000
+#endif
+#ifndef FID_POOL_CALLER_SPIN_NS
+#define FID_POOL_CALLER_SPIN_NS 2000
+#endif
+#ifndef FID_POOL_CALLER_YIELD_NS
+#define FID_POOL_CALLER_YIELD_NS 5000000
 #endif
 
 struct fid_pool {
@@ -82,6 +93,26 @@ static void run_chunk(fid_pool_fn fn, void *ctx, size_t n, size_t chunks, size_t
 static unsigned long load_gen(fid_pool *p) { return __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE); }
 static int load_stop(fid_pool *p) { return __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE); }
 
+/* a worker's wake-up: a job after `seen`, or stop */
+static int job_posted(fid_pool *p, unsigned long seen) { return load_gen(p) != seen || load_stop(p); }
+/* the caller's: every worker done */
+static int job_done(fid_pool *p, unsigned long unused)
+{
+    (void)unused;
+    return __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* poll, then yield, until ready(p, arg) or the window has passed; the
+   caller then blocks on a condition variable if still not ready */
+static void wait_awake(fid_pool *p, int (*ready)(fid_pool *, unsigned long), unsigned long arg,
+                       long long spin_ns, long long yield_ns)
+{
+    if (ready(p, arg)) return;
+    const long long t0 = now_ns();
+    while (!ready(p, arg) && now_ns() - t0 < spin_ns) cpu_relax();
+    while (!ready(p, arg) && now_ns() - t0 < yield_ns) sched_yield();
+}
+
 static void *worker(void *arg)
 {
     fid_pool *p = ((worker_arg *)arg)->p;
@@ -89,13 +120,8 @@ static void *worker(void *arg)
     unsigned long seen = 0;
     free(arg);
     for (;;) {
-        /* spin, then sleep, until a new job (or stop) */
-        if (load_gen(p) == seen && !load_stop(p)) {
-            const long long t0 = now_ns();
-            while (load_gen(p) == seen && !load_stop(p) && now_ns() - t0 < FID_POOL_SPIN_NS) cpu_relax();
-            while (load_gen(p) == seen && !load_stop(p) && now_ns() - t0 < FID_POOL_YIELD_NS) sched_yield();
-        }
-        if (load_gen(p) == seen) {
+        wait_awake(p, job_posted, seen, FID_POOL_SPIN_NS, FID_POOL_YIELD_NS);
+        if (!job_posted(p, seen)) {
             pthread_mutex_lock(&p->lock);
             p->sleepers++;
             while (p->gen == seen && !p->stop) pthread_cond_wait(&p->wake, &p->lock);
@@ -199,12 +225,8 @@ void fid_pool_for(fid_pool *p, size_t n, fid_pool_fn fn, void *ctx)
 
     run_chunk(fn, ctx, n, chunks, 0);
 
-    if (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE)) {
-        const long long t0 = now_ns();
-        while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) && now_ns() - t0 < FID_POOL_SPIN_NS) cpu_relax();
-        while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) && now_ns() - t0 < FID_POOL_YIELD_NS) sched_yield();
-    }
-    if (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE)) {
+    wait_awake(p, job_done, 0, FID_POOL_CALLER_SPIN_NS, FID_POOL_CALLER_YIELD_NS);
+    if (!job_done(p, 0)) {
         pthread_mutex_lock(&p->lock);
         p->waiting = 1;
         while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE)) pthread_cond_wait(&p->done, &p->lock);
