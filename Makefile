@@ -14,7 +14,7 @@ BUILD      ?= build
 PKG_CFLAGS := $(shell pkg-config --cflags openblas stb)
 PKG_LIBS   := $(shell pkg-config --libs openblas stb) -lm
 WARN       := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes
-ALL_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC $(WARN) $(CFLAGS) \
+ALL_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -pthread $(WARN) $(CFLAGS) \
               -I$(LUA_INCDIR) $(PKG_CFLAGS)
 
 SRC    := $(sort $(wildcard csrc/*.c))
@@ -46,7 +46,7 @@ $(BUILD)/obj/%.o: csrc/%.c $(HDR) | check-deps
 
 $(MODULE): $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(LIBFLAG) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(PKG_LIBS)
+	$(CC) $(LIBFLAG) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $(OBJ) $(PKG_LIBS)
 
 check-deps:
 	@pkg-config --exists openblas stb || { echo "faceid: needs Debian packages libopenblas-dev libstb-dev pkg-config (see README)"; exit 1; }

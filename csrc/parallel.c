@@ -1,7 +1,8 @@
-/* parallel.c - the thread pool of parallel.h: T-1 pthreads that poll,
- * then yield, then sleep on a condition variable until the next job; the
- * caller runs the first chunk itself and waits the same way for the
- * others. One job at a time per pool: a second submitter runs serially.
+/* parallel.c - the thread pool of parallel.h: T-1 pthreads that poll
+ * briefly, then sleep on a condition variable until the next job; the
+ * caller runs the first chunk itself, then polls, yields and at last
+ * sleeps until the others are done. One job at a time per pool: a second
+ * submitter runs serially.
  */
 #include "parallel.h"
 #include "faceid.h"
@@ -13,21 +14,26 @@
 #include <string.h>
 #include <time.h>
 
-/* How a waiting thread waits: first FID_POOL_SPIN_NS of polling, then
-   sched_yield() until FID_POOL_YIELD_NS have passed, then a condition
-   variable. Yielding hands the core to any thread that wants it (BLAS's
-   workers during a gemm) yet keeps the CPU from idling: in the 2-vCPU VM
-   these numbers come from, waking a sleeping thread whose CPU went idle
-   took 100-150 us, 15-40 us right after a gemm, against 1-2 us for a
-   yielding one. A DenseNet-121 step runs a few thousand jobs, most of them
-   0.1-5 ms apart with a gemm in between; with sleeping workers the pool
-   gained nothing over one thread, with a 1-5 ms yield window the step ran
-   10-20 % faster (OpenBLAS's own workers yield for about 0.1 s). */
+/* How threads wait. A worker polls for FID_POOL_SPIN_NS after a job (jobs
+   often come in bursts: a gather, then a scatter), then sleeps on a
+   condition variable, leaving the core to BLAS's workers for the gemm that
+   usually comes next. The caller, its chunk done, polls for
+   FID_POOL_CALLER_SPIN_NS, then calls sched_yield() until
+   FID_POOL_CALLER_YIELD_NS have passed, then sleeps: yielding, not
+   polling, because the scheduler often puts a freshly woken worker on the
+   caller's own core, where it runs only when the caller gives way. Measured
+   on the 2-vCPU VM this was tuned on (DenseNet-121 training step, batch
+   32, 2 BLAS threads, about 2200 parallel jobs a step): waking a worker
+   costs 15-40 us after a gemm and 100-150 us when its vCPU had gone idle;
+   workers that kept yielding between jobs (as OpenBLAS's do) were slower
+   than this, and workers polling for 50 us slowed the gemms. The whole
+   step gained 0-15 % over one thread there (a big BN job alone 1.5-2x):
+   that VM's memory bandwidth hardly grows with a second thread. */
 #ifndef FID_POOL_SPIN_NS
-#define FID_POOL_SPIN_NS 2000
+#define FID_POOL_SPIN_NS 20000
 #endif
 #ifndef FID_POOL_YIELD_NS
-#define FID_POOL_YIELD_NS 5000000
+#define FID_POOL_YIELD_NS 0
 #endif
 #ifndef FID_POOL_CALLER_SPIN_NS
 #define FID_POOL_CALLER_SPIN_NS 2000

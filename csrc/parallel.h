@@ -10,9 +10,10 @@
  * results do not depend on each other (channels, planes, rows) and keeps
  * every sum inside one item.
  *
- * Workers wait politely between jobs: a 2 us poll, then sched_yield() for
- * up to 5 ms (the core goes to BLAS's threads whenever they want it, but
- * stays awake for the next job), then a condition variable.
+ * Workers wait passively between jobs: a 20 us poll, then a condition
+ * variable, so they leave the cores to BLAS's own threads while a gemm
+ * runs. The caller waits for the last chunk by yielding its core (see
+ * parallel.c for why and for the measurements).
  *
  * A NULL pool, a pool of one thread, n < 2, a call made from inside a job
  * of the same pool and a call while another thread's job is running all
