@@ -131,21 +131,9 @@ describe("nn.conv2d fast path against the direct loops", function()
   end)
 end)
 
--- same values (equal as numbers: bitwise but for the sign of a zero)
-local function same(a, b, what)
-  assert.are.same(b:size(), a:size())
-  assert(a:equal(b), ("%s: differs by up to %.3g"):format(what, maxabs(a - b)))
-end
+local same = helper.same
 
--- the results of f() on n threads that split every job, serial again after
-local function with_threads(n, f)
-  require("faceid.core")._nn.set_threads(n, 0)
-  assert.are.equal(n, nn.threads())
-  local r = table.pack(pcall(f))
-  nn.set_threads(1)
-  assert(r[1], r[2])
-  return table.unpack(r, 2, r.n)
-end
+local with_threads = helper.with_threads
 
 describe("nn.conv2d overwrite_dx and threads", function()
   for idx, cfg in ipairs(configs) do

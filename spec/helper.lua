@@ -119,6 +119,25 @@ function M.project(y, r)
   return y:contiguous():view(-1):dot(r:view(-1))
 end
 
+--- a and b hold the same values (equal as numbers: bitwise but for the
+-- sign of a zero)
+function M.same(a, b, what)
+  luassert.are.same(b:size(), a:size())
+  assert(a:equal(b), ("%s: differs by up to %.3g"):format(what, M.maxabs(a - b)))
+end
+
+--- The results of f() with faceid.nn on n threads that split every job
+-- (grain 0), serial again afterwards.
+function M.with_threads(n, f)
+  local nn = require("faceid").nn
+  require("faceid.core")._nn.set_threads(n, 0)
+  luassert.are.equal(n, nn.threads())
+  local r = table.pack(pcall(f))
+  nn.set_threads(1)
+  assert(r[1], r[2])
+  return table.unpack(r, 2, r.n)
+end
+
 --- f(...) raises an error whose text contains `pattern` (plain)
 function M.fails_with(pattern, f, ...)
   local ok, err = pcall(f, ...)
