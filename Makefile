@@ -25,8 +25,11 @@ MODULE := $(BUILD)/faceid/core.so
 BUSTED_ARGS := --lpath='lua/?.lua;lua/?/init.lua;spec/?.lua' \
                --cpath='$(BUILD)/?.so' --seed=$(SEED) -o spec/summary_output.lua
 
-.PHONY: all test sanitize demo bench install clean check-deps deps
-all: $(MODULE)
+.PHONY: all test sanitize demo bench install clean check-deps deps fuzz soak
+# Optional parts (mk/*.mk) add their own modules to EXTRA_MODULES.
+EXTRA_MODULES :=
+-include $(sort $(wildcard mk/*.mk))
+all: $(MODULE) $(EXTRA_MODULES)
 
 # Debian packages the build, the tests and the demo need; `make test` and
 # `make demo` install the missing ones first (as root, or through sudo).
@@ -53,7 +56,7 @@ check-deps:
 	@test -f $(LUA_INCDIR)/lua.h || { echo "faceid: needs liblua5.4-dev ($(LUA_INCDIR)/lua.h not found)"; exit 1; }
 
 test: deps
-	@$(MAKE) --no-print-directory $(MODULE)
+	@$(MAKE) --no-print-directory all
 	$(LUA) $(BUSTED) $(BUSTED_ARGS) spec
 
 # ASan+UBSan: lua5.4 itself is not instrumented, so the ASan runtime is preloaded.
@@ -82,11 +85,19 @@ bench: $(MODULE)
 	  $(BENCH_RUN) --mode eval --input $$s --batch $(BENCH_BATCH) --threads $(BENCH_THREADS) || exit 1; \
 	done
 
+# libFuzzer harnesses (clang) and the long-run memory check
+fuzz:
+	$(MAKE) -C fuzz
+soak: $(MODULE)
+	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' $(LUA) bench/soak.lua
+
 # LuaRocks install step (INST_* come from the rockspec)
-install: $(MODULE)
+install: all
 	mkdir -p $(INST_LIBDIR)/faceid $(INST_LUADIR)/faceid
-	cp $(MODULE) $(INST_LIBDIR)/faceid/core.so
+	cp $(BUILD)/faceid/*.so $(INST_LIBDIR)/faceid/
 	cp lua/faceid/*.lua $(INST_LUADIR)/faceid/
+	if [ -n "$(INST_BINDIR)" ] && [ -f bin/faceid ]; then \
+	  mkdir -p $(INST_BINDIR) && cp bin/faceid $(INST_BINDIR)/faceid && chmod 755 $(INST_BINDIR)/faceid; fi
 
 clean:
 	rm -rf build build-san

@@ -134,7 +134,8 @@ end
 
 --- Train. Returns a table: steps, epochs, last_loss, first_loss, best_auc,
 -- best_step, eval (the last evaluation, faceid.metrics.evaluate's table),
--- history ({step, loss} per step), interrupted (true after Ctrl-C), net.
+-- history (per step: step, epoch, loss, lr, beta1, images_per_s, and
+-- val_auc, val_accuracy, val_eer on steps that evaluated), interrupted (true after Ctrl-C), net.
 function M.run(opts)
   local o = options(opts)
   faceid.set_num_threads(o.threads)
@@ -285,13 +286,16 @@ function M.run(opts)
     net:zero_grad()
     state.step = state.step + 1
     images = images + x:size(1)
-    result.history[#result.history + 1] = { step = state.step, loss = l }
+    local row = { step = state.step, epoch = state.epoch, loss = l, lr = hyper.lr, beta1 = beta1 }
+    result.history[#result.history + 1] = row
     result.first_loss = result.first_loss or l
     result.last_loss = l
     local val = nil
     if o.eval_every and state.step % o.eval_every == 0 then val = evaluate() end
+    if val then row.val_auc, row.val_accuracy, row.val_eer = val.auc, val.best_accuracy, val.eer end
     local elapsed = faceid.clock() - t_start
     local ips = images / math.max(elapsed, 1e-9)
+    row.images_per_s = ips
     if log then
       log:write(("%d,%d,%.6g,%.6g,%.6g,%.1f,%s,%s\n"):format(state.step, state.epoch, l, hyper.lr,
         beta1, ips, val and ("%.6g"):format(val.auc) or "",
@@ -337,7 +341,12 @@ function M.run(opts)
     end
   end
   if not result.interrupted then
-    if val_pairs and (not result.eval or state.step % (o.eval_every or 1) ~= 0) then evaluate() end
+    if val_pairs and (not result.eval or state.step % (o.eval_every or 1) ~= 0) then
+      local r, last = evaluate(), result.history[#result.history]
+      if r and last and last.step == state.step then
+        last.val_auc, last.val_accuracy, last.val_eer = r.auc, r.best_accuracy, r.eer
+      end
+    end
     if o.out then save_checkpoint(net, o.out .. "/last.safetensors", state, opt) end
   end
   if log then log:close() end
