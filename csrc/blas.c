@@ -2,6 +2,7 @@
  * the naive triple loop every fast path is tested against.
  */
 #include "faceid.h"
+#include "parallel.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -13,6 +14,59 @@ void fid_gemm(int transa, int transb, size_t M, size_t N, size_t K, float alpha,
     cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
                 transb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
                 alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+/* one gemm cut into panels of columns (or of rows), handed out to the pool's
+   threads */
+typedef struct gemm_job {
+    int ta, tb, by_cols;
+    size_t M, N, K, width;
+    float alpha, beta;
+    const float *A, *B;
+    size_t lda, ldb, ldc;
+    float *C;
+} gemm_job;
+
+static void gemm_part(void *ctx, size_t b, size_t e)
+{
+    const gemm_job *j = ctx;
+    const size_t total = j->by_cols ? j->N : j->M;
+    for (size_t t = b; t < e; t++) {
+        const size_t lo = t * j->width, hi = lo + j->width < total ? lo + j->width : total;
+        if (j->by_cols) /* columns lo..hi of op(B) and of C */
+            fid_gemm(j->ta, j->tb, j->M, hi - lo, j->K, j->alpha, j->A, j->lda,
+                     j->tb ? j->B + lo * j->ldb : j->B + lo, j->ldb, j->beta, j->C + lo, j->ldc);
+        else /* rows lo..hi of op(A) and of C */
+            fid_gemm(j->ta, j->tb, hi - lo, j->N, j->K, j->alpha, j->ta ? j->A + lo : j->A + lo * j->lda,
+                     j->lda, j->B, j->ldb, j->beta, j->C + lo * j->ldc, j->ldc);
+    }
+}
+
+void fid_gemm_pool(fid_pool *pool, int transa, int transb, size_t M, size_t N, size_t K, float alpha,
+                   const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                   size_t ldc)
+{
+    if (fid_pool_size(pool) < 2) {
+        fid_gemm(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const int blas_threads = openblas_get_num_threads();
+    if (blas_threads != 1) openblas_set_num_threads(1);
+    gemm_job j = {.ta = transa, .tb = transb, .M = M, .N = N, .K = K, .alpha = alpha, .beta = beta,
+                  .A = A, .B = B, .lda = lda, .ldb = ldb, .ldc = ldc, .C = C};
+    /* the panel grid depends on the shape alone, never on the thread count:
+       about 8 panels, each a multiple of 16 wide (whole 64-byte lines of C,
+       the kernels' unrolling) and at least 64 */
+    j.by_cols = N >= M;
+    const size_t dim = j.by_cols ? N : M;
+    j.width = (((dim + 7) / 8 + 15) & ~(size_t)15);
+    if (j.width < 64) j.width = 64;
+    const size_t parts = (dim + j.width - 1) / j.width;
+    if (parts < 2 || (double)M * (double)N * (double)K < FID_GEMM_GRAIN)
+        fid_gemm(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        fid_pool_for(pool, parts, gemm_part, &j);
+    if (blas_threads != 1) openblas_set_num_threads(blas_threads);
 }
 
 void fid_gemm_naive(int transa, int transb, size_t M, size_t N, size_t K, float alpha,

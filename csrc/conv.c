@@ -328,10 +328,10 @@ void fid_conv2d_forward(float *out, const float *in, const float *w, const float
                 gather(xbuf, x, s->in_nstride, g, s->C, hw, s->pool);
                 src = xbuf;
             }
-            fid_gemm(0, 0, s->OC, cols, s->C, 1.0f, w, s->C, src, cols, 0.0f, dst, cols);
+            fid_gemm_pool(s->pool, 0, 0, s->OC, cols, s->C, 1.0f, w, s->C, src, cols, 0.0f, dst, cols);
         } else {
             im2col(col, cols, x, s->in_nstride, g, s, s->pool);
-            fid_gemm(0, 0, s->OC, cols, ckk, 1.0f, w, ckk, col, cols, 0.0f, dst, cols);
+            fid_gemm_pool(s->pool, 0, 0, s->OC, cols, ckk, 1.0f, w, ckk, col, cols, 0.0f, dst, cols);
         }
         if (g > 1) scatter(y, s->out_nstride, ybuf, g, s->OC, ohw, 0, s->pool);
     }
@@ -420,22 +420,22 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
                     gather(xbuf, x, s->in_nstride, g, s->C, hw, s->pool);
                     xg = xbuf;
                 }
-                fid_gemm(0, 1, s->OC, s->C, cols, 1.0f, dyg, cols, xg, cols, 1.0f, dw, s->C);
+                fid_gemm_pool(s->pool, 0, 1, s->OC, s->C, cols, 1.0f, dyg, cols, xg, cols, 1.0f, dw, s->C);
             }
-            if (dx) fid_gemm(1, 0, s->C, cols, s->OC, 1.0f, w, s->C, dyg, cols, dxbeta, dxg, cols);
+            if (dx) fid_gemm_pool(s->pool, 1, 0, s->C, cols, s->OC, 1.0f, w, s->C, dyg, cols, dxbeta, dxg, cols);
         } else {
             /* the column buffer serves twice: im2col(x) for dw, then for dx
                either im2col(dy) of the dual convolution or dcol = w^T @ dy */
             if (dw) {
                 im2col(col, cols, x, s->in_nstride, g, s, s->pool);
-                fid_gemm(0, 1, s->OC, ckk, cols, 1.0f, dyg, cols, col, cols, 1.0f, dw, ckk);
+                fid_gemm_pool(s->pool, 0, 1, s->OC, ckk, cols, 1.0f, dyg, cols, col, cols, 1.0f, dw, ckk);
             }
             if (dx && tdx) {
                 /* dx (C, g*H*W) += wt (C, OC*KH*KW) @ im2col(dy) (OC*KH*KW, g*H*W) */
                 im2col(col, icols, dy, s->dout_nstride, g, &dual, s->pool);
-                fid_gemm(0, 0, s->C, icols, okk, 1.0f, wt, okk, col, icols, dxbeta, dxg, icols);
+                fid_gemm_pool(s->pool, 0, 0, s->C, icols, okk, 1.0f, wt, okk, col, icols, dxbeta, dxg, icols);
             } else if (dx) {
-                fid_gemm(1, 0, ckk, cols, s->OC, 1.0f, w, ckk, dyg, cols, 0.0f, col, cols);
+                fid_gemm_pool(s->pool, 1, 0, ckk, cols, s->OC, 1.0f, w, ckk, dyg, cols, 0.0f, col, cols);
                 col2im(dx, s->din_nstride, col, cols, g, s, over);
                 continue;
             }

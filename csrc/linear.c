@@ -58,7 +58,7 @@ void fid_linear_forward(float *out, const float *in, const float *w, const float
         beta = 1.0f;
     }
     /* out (N, OUT) = in (N, IN) @ w^T (IN, OUT) */
-    fid_gemm(0, 1, s->N, s->OUT, s->IN, 1.0f, in, s->in_nstride, w, s->IN, beta, out, s->out_nstride);
+    fid_gemm_pool(s->pool, 0, 1, s->N, s->OUT, s->IN, 1.0f, in, s->in_nstride, w, s->IN, beta, out, s->out_nstride);
 }
 
 void fid_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
@@ -66,11 +66,11 @@ void fid_linear_backward(float *din, float *dw, float *db, const float *dout, co
 {
     /* din (N, IN) += dout (N, OUT) @ w (OUT, IN) */
     if (din)
-        fid_gemm(0, 0, s->N, s->IN, s->OUT, 1.0f, dout, s->dout_nstride, w, s->IN, 1.0f, din,
+        fid_gemm_pool(s->pool, 0, 0, s->N, s->IN, s->OUT, 1.0f, dout, s->dout_nstride, w, s->IN, 1.0f, din,
                  s->din_nstride);
     /* dw (OUT, IN) += dout^T (OUT, N) @ in (N, IN) */
     if (dw)
-        fid_gemm(1, 0, s->OUT, s->IN, s->N, 1.0f, dout, s->dout_nstride, in, s->in_nstride, 1.0f, dw,
+        fid_gemm_pool(s->pool, 1, 0, s->OUT, s->IN, s->N, 1.0f, dout, s->dout_nstride, in, s->in_nstride, 1.0f, dw,
                  s->IN);
     if (db) {
         lin_job j = {.out = db, .src = dout, .s = s};

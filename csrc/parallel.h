@@ -52,4 +52,19 @@ size_t fid_pool_grain(const fid_pool *p);
 /* [*begin, *end) = chunk t of `chunks` over [0, n), as fid_pool_for cuts it */
 void fid_pool_chunk(size_t n, size_t chunks, size_t t, size_t *begin, size_t *end);
 
+/* fid_gemm (faceid.h) threaded by the pool instead of by BLAS. A product
+   of at least FID_GEMM_GRAIN multiply-adds is cut into about 8 panels of
+   columns (or of rows, when C is taller than wide) handed out to the
+   threads, each panel a single-threaded BLAS call; smaller ones run whole
+   in the caller. BLAS's own threads are held at one meanwhile, so the two
+   sets of threads never compete for the cores. The panels depend on the
+   shape alone, so the result is bitwise the same for every pool of 2 or
+   more threads (and within rounding of one whole BLAS call: BLAS's edge
+   kernels sum in their own order). A NULL or 1-thread pool is plain
+   fid_gemm, threaded by BLAS. */
+#define FID_GEMM_GRAIN 262144.0
+void fid_gemm_pool(fid_pool *pool, int transa, int transb, size_t M, size_t N, size_t K, float alpha,
+                   const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                   size_t ldc);
+
 #endif

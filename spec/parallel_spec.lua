@@ -136,16 +136,31 @@ describe("the layers on several threads", function()
       db = db }
   end
 
-  it("gives bitwise the serial results on 2 and 3 threads", function()
+  it("gives bitwise the same results on 2 and 3 threads, and the serial ones within rounding", function()
+    -- the memory-bound kernels match the serial run bit for bit; the pool
+    -- cuts each gemm into panels of single-threaded BLAS calls that depend on
+    -- the shape only, so results downstream of a gemm match across thread
+    -- counts bit for bit and the serial (whole-call) results within rounding
+    local pre_gemm = { a = true, save = true, rm = true, rv = true }
+    local blas = faceid.get_num_threads()
+    faceid.set_num_threads(1)
     local ref = unit()
-    for _, T in ipairs({ 2, 3 }) do
-      local got = with_threads(T, unit)
-      for k, v in pairs(ref) do same(got[k], v, ("%s on %d threads"):format(k, T)) end
+    faceid.set_num_threads(blas)
+    local two = with_threads(2, unit)
+    for k, v in pairs(ref) do
+      if pre_gemm[k] then
+        same(two[k], v, k .. " on 2 threads")
+      else
+        local tol = 1e-5 * math.max(1, v:abs():max())
+        assert((two[k] - v):abs():max() <= tol, k .. " on 2 threads: not within rounding of serial")
+      end
     end
+    local three = with_threads(3, unit)
+    for k, v in pairs(two) do same(three[k], v, k .. " on 3 threads") end
     -- and with the default grain, where only the larger jobs split
     nn.set_threads(2)
     local got = unit()
     nn.set_threads(1)
-    for k, v in pairs(ref) do same(got[k], v, k .. " with the default grain") end
+    for k, v in pairs(two) do same(got[k], v, k .. " with the default grain") end
   end)
 end)
