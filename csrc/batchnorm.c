@@ -221,6 +221,8 @@ typedef struct bn_job {
     float *mean, *invstd, *running_mean, *running_var;
     const float *in, *dout, *gamma, *beta;
     const float *cmean, *cinvstd; /* the statistics apply and backward read */
+    const double *bmean, *bvar;   /* batch statistics given (forward_with), or NULL */
+    double *smean, *svar;         /* batch_stats' outputs */
     const fid_batchnorm2d_shape *s;
     int training, relu;
 } bn_job;
@@ -261,7 +263,10 @@ static void forward_channels(void *ctx, size_t c0, size_t c1)
     for (size_t c = c0; c < c1; c++) {
         double mu, var, is;
         if (j->training) {
-            channel_stats(&mu, &var, j->in, c, s);
+            if (j->bmean)
+                mu = j->bmean[c], var = j->bvar[c];
+            else
+                channel_stats(&mu, &var, j->in, c, s);
             is = 1.0 / sqrt(var + (double)s->eps);
             if (j->running_mean && j->running_var) {
                 double mom = s->momentum;
@@ -293,6 +298,30 @@ void fid_batchnorm2d_forward(float *out, float *mean, float *invstd, float *runn
                 .running_var = running_var, .in = in, .gamma = gamma, .beta = beta, .s = s,
                 .training = training, .relu = s->relu};
     fid_pool_for_work(s->pool, s->C, 4 * numel(s), forward_channels, &j);
+}
+
+void fid_batchnorm2d_forward_with(float *out, float *mean, float *invstd, float *running_mean,
+                                  float *running_var, const double *bmean, const double *bvar,
+                                  const float *in, const float *gamma, const float *beta,
+                                  const fid_batchnorm2d_shape *s)
+{
+    bn_job j = {.out = out, .mean = mean, .invstd = invstd, .running_mean = running_mean,
+                .running_var = running_var, .in = in, .gamma = gamma, .beta = beta, .s = s,
+                .training = 1, .relu = s->relu, .bmean = bmean, .bvar = bvar};
+    fid_pool_for_work(s->pool, s->C, 2 * numel(s), forward_channels, &j);
+}
+
+static void stats_channels(void *ctx, size_t c0, size_t c1)
+{
+    const bn_job *j = ctx;
+    for (size_t c = c0; c < c1; c++) channel_stats(&j->smean[c], &j->svar[c], j->in, c, j->s);
+}
+
+void fid_batchnorm2d_batch_stats(double *mean, double *var, const float *in,
+                                 const fid_batchnorm2d_shape *s)
+{
+    bn_job j = {.in = in, .s = s, .smean = mean, .svar = var};
+    fid_pool_for_work(s->pool, s->C, 2 * numel(s), stats_channels, &j);
 }
 
 static void apply_channels(void *ctx, size_t c0, size_t c1)

@@ -36,6 +36,9 @@ typedef struct dblock {
     int tconv;         /* (cout, ctot, 1, 1) */
     size_t cout;
     float *pooled;     /* (N, ctot, H/2, W/2) relu(bn(buf)) pooled, kept */
+    double *smean, *svar; /* (ctot) batch statistics of each feature channel: a
+                             channel never changes once written, so every batch
+                             norm that reads it shares them (training forward) */
 } dblock;
 
 struct fid_densenet {
@@ -211,7 +214,9 @@ static int build(fid_densenet *net)
         blk->H = blk->W = h;
         blk->ctot = ch + (size_t)blk->L * k;
         blk->layers = calloc((size_t)blk->L, sizeof(dlayer));
-        if (!blk->layers) return -1;
+        blk->smean = malloc(2 * blk->ctot * sizeof(double));
+        if (!blk->layers || !blk->smean) return -1;
+        blk->svar = blk->smean + blk->ctot;
         for (int l = 0; l < blk->L; l++) {
             dlayer *ly = &blk->layers[l];
             ly->cin = ch + (size_t)l * k;
@@ -467,7 +472,10 @@ void fid_densenet_free(fid_densenet *net)
 {
     if (!net) return;
     fid_pool_free(net->pool);
-    for (int b = 0; b < FID_DN_MAXBLOCKS; b++) free(net->blocks[b].layers);
+    for (int b = 0; b < FID_DN_MAXBLOCKS; b++) {
+        free(net->blocks[b].layers);
+        free(net->blocks[b].smean);
+    }
     free(net->ptab);
     free(net->btab);
     fid_free(net->params);
@@ -539,6 +547,36 @@ static void bn_forward(fid_densenet *net, const bn_ref *r, float *out, size_t ou
     fid_batchnorm2d_check(&s, err);
     fid_batchnorm2d_forward(out, r->mean, r->invstd, B(net, r->rm), B(net, r->rv), in,
                             P(net, r->w), P(net, r->b), &s, training);
+}
+
+/* bn_forward of the first r->C channels of a block's features (batch
+   stride ns); in training from the block's shared channel statistics */
+static void bn_forward_block(fid_densenet *net, const dblock *blk, const bn_ref *r, float *out, size_t n,
+                             int training)
+{
+    char err[FID_ERRMAX];
+    const size_t ns = blk->ctot * blk->H * blk->W;
+    if (!training) {
+        bn_forward(net, r, out, 0, blk->buf, ns, n, blk->H, blk->W, 0);
+        return;
+    }
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = blk->H, .W = blk->W, .in_nstride = ns,
+                               .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum, .relu = 1,
+                               .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_forward_with(out, r->mean, r->invstd, B(net, r->rm), B(net, r->rv), blk->smean,
+                                 blk->svar, blk->buf, P(net, r->w), P(net, r->b), &s);
+}
+
+/* the shared statistics of block channels c0..c1 (training) */
+static void block_stats(fid_densenet *net, dblock *blk, size_t c0, size_t c1, size_t n)
+{
+    char err[FID_ERRMAX];
+    const size_t hw = blk->H * blk->W;
+    fid_batchnorm2d_shape s = {.N = n, .C = c1 - c0, .H = blk->H, .W = blk->W, .in_nstride = blk->ctot * hw,
+                               .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum, .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_batch_stats(blk->smean + c0, blk->svar + c0, blk->buf + c0 * hw, &s);
 }
 
 /* out (N, C, H, W) contiguous = relu(bn(in)) from the saved statistics,
@@ -655,26 +693,27 @@ static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
 {
     const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
     const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    if (tr) block_stats(net, blk, 0, blk->c0, n);
     for (int l = 0; l < blk->L; l++) {
         dlayer *ly = &blk->layers[l];
         float *y1 = tr ? ly->y1 : net->s3;
         fid_conv2d_shape c1 = conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
         fid_conv2d_shape c2 = conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
-        bn_forward(net, &ly->n1, net->s1, 0, blk->buf, ns, n, blk->H, blk->W, tr);
+        bn_forward_block(net, blk, &ly->n1, net->s1, n, tr);
         fid_conv2d_forward(y1, net->s1, P(net, ly->conv1), NULL, &c1, net->ws);
         bn_forward(net, &ly->n2, net->s2, 0, y1, 0, n, blk->H, blk->W, tr);
         fid_conv2d_forward(blk->buf + ly->cin * hw, net->s2, P(net, ly->conv2), NULL, &c2, net->ws);
+        if (tr) block_stats(net, blk, ly->cin, ly->cin + k, n);
     }
 }
 
 static void trans_forward(fid_densenet *net, dblock *blk, dblock *next, size_t n, int tr)
 {
-    const size_t ns = blk->ctot * blk->H * blk->W;
     fid_pool2d_shape ps = trans_pool_shape(net, blk, n);
     float *pooled = tr ? blk->pooled : net->s2;
     fid_conv2d_shape cs = conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
                                      next->ctot * next->H * next->W);
-    bn_forward(net, &blk->tn, net->s1, 0, blk->buf, ns, n, blk->H, blk->W, tr);
+    bn_forward_block(net, blk, &blk->tn, net->s1, n, tr);
     fid_avgpool2d_forward(pooled, net->s1, &ps);
     fid_conv2d_forward(next->buf, pooled, P(net, blk->tconv), NULL, &cs, net->ws);
 }
@@ -684,7 +723,7 @@ static void head_forward(fid_densenet *net, float *out, size_t n, int tr)
     const dblock *last = &net->blocks[net->cfg.nblocks - 1];
     fid_pool2d_shape gs = head_pool_shape(net, n);
     fid_linear_shape ls = head_linear_shape(net, n);
-    bn_forward(net, &net->n5, net->s1, 0, last->buf, 0, n, last->H, last->W, tr);
+    bn_forward_block(net, last, &net->n5, net->s1, n, tr);
     fid_global_avgpool_forward(net->feat, net->s1, &gs);
     fid_linear_forward(out, net->feat, P(net, net->cls_w), P(net, net->cls_b), &ls);
 }

@@ -142,6 +142,20 @@ int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err);
 void fid_batchnorm2d_forward(float *out, float *mean, float *invstd, float *running_mean,
                              float *running_var, const float *in, const float *gamma,
                              const float *beta, const fid_batchnorm2d_shape *s, int training);
+/* the training-mode batch statistics of every channel of in, as the
+   forward computes them (mean and biased variance, in double): a network
+   whose channels feed several batch norms (a dense block) computes them
+   once per channel and hands them to fid_batchnorm2d_forward_with */
+void fid_batchnorm2d_batch_stats(double *mean, double *var, const float *in,
+                                 const fid_batchnorm2d_shape *s);
+/* the training-mode forward with the batch statistics given (bmean, bvar:
+   from fid_batchnorm2d_batch_stats over the same values): the same outputs,
+   saved statistics and running-statistic updates as fid_batchnorm2d_forward,
+   bit for bit, without the two statistics passes over in */
+void fid_batchnorm2d_forward_with(float *out, float *mean, float *invstd, float *running_mean,
+                                  float *running_var, const double *bmean, const double *bvar,
+                                  const float *in, const float *gamma, const float *beta,
+                                  const fid_batchnorm2d_shape *s);
 /* out (N, C, H, W) = (in - mean) * (gamma * invstd) + beta, relu'd with
    s->relu: the forward's output recomputed from the statistics it saved
    (bitwise the same), the recomputation that replaces storing BN outputs.
