@@ -22,6 +22,7 @@ local submodules = {
   augment = "faceid.augment",
   schedule = "faceid.schedule",
   metrics = "faceid.metrics",
+  plot = "faceid.plot",
 }
 
 return setmetatable(M, {
