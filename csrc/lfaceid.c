@@ -58,6 +58,7 @@ LUALIB_API int luaopen_faceid_core(lua_State *L)
     lfid_open_loss(L);
     lfid_open_optim(L);
     lfid_open_draw(L);
+    lfid_open_cache(L);
     lua_pushcfunction(L, l_clock);
     lua_setfield(L, -2, "clock");
     lua_pushcfunction(L, l_memory);

@@ -75,5 +75,6 @@ void lfid_open_augment(lua_State *L);
 void lfid_open_loss(lua_State *L);
 void lfid_open_optim(lua_State *L);
 void lfid_open_draw(lua_State *L);
+void lfid_open_cache(lua_State *L);
 
 #endif

@@ -35,6 +35,7 @@
 -- Grey images (AT&T, Yale) become three equal channels.
 local core = require("faceid.core")
 local image = require("faceid.image")
+local prepared_cache = require("faceid.cache")
 
 local M = {}
 
@@ -265,6 +266,8 @@ Cache.__index = Cache
 -- 10,000-image CelebA subset takes about 290 MB. When max_bytes would be
 -- exceeded new faces are not kept (no eviction: with a cache smaller than
 -- the data set, a fixed part of it stays cached instead of none).
+-- A cache made once and kept between runs is faceid.cache (a prepared,
+-- memory-mapped file holding the same bytes); a Loader takes either.
 -- @param opts optional: `max_bytes` (default unlimited)
 function M.Cache(opts)
   local fname = "faceid.augment.Cache"
@@ -325,7 +328,11 @@ Loader.__index = Loader
 --   `size` output side (default 128) or {h, w};
 --   `resize` shorter side the faces are brought to (default max(h, w));
 --   `recipe` a Recipe or its options (default M.DEFAULTS);
---   `cache` true (default: a new unlimited Cache), false, or a Cache to share;
+--   `cache` true (default: a new unlimited Cache), false, a Cache to share,
+--   or a prepared cache (faceid.cache.open, or the path of its file): the
+--   faces come decoded from the mapped file and batches are bit-identical
+--   to those of the in-memory Cache; it must have been prepared at the
+--   loader's `resize` and is checked against ds (a stale one is an error);
 --   `reuse` (default false): fill the same output tensors on every call
 --   instead of allocating new ones (the previous batch is overwritten, so
 --   use it before asking for the next; fresh memory costs a page fault per
@@ -351,23 +358,69 @@ function M.Loader(ds, opts)
   if math.type(resize) ~= "integer" or resize < 1 then
     error(("%s: resize must be an integer >= 1, got %s"):format(fname, tostring(resize)), 2)
   end
-  local cache = opts.cache
-  if cache == nil or cache == true then
+  local cache, prepared, entries = opts.cache, nil, nil
+  if type(cache) == "string" then
+    local why
+    prepared, why = prepared_cache.open(cache)
+    if not prepared then
+      error(("%s: %s"):format(fname, why), 2)
+    end
+    cache = false
+  elseif prepared_cache.is_prepared(cache) then
+    prepared, cache = cache, false
+  elseif cache == nil or cache == true then
     cache = M.Cache()
   elseif cache ~= false and getmetatable(cache) ~= Cache then
-    error(("%s: cache must be true, false or a faceid.augment.Cache"):format(fname), 2)
+    error(("%s: cache must be true, false, a faceid.augment.Cache or a prepared cache"):format(fname), 2)
+  end
+  if prepared then
+    if prepared.resize ~= resize then
+      error(("%s: the prepared cache '%s' holds faces brought to shorter side %d, this loader needs %d"
+        .. " (prepare it with size = %d)"):format(fname, prepared.path, prepared.resize, resize, resize), 2)
+    end
+    local why
+    entries, why = prepared:check(ds)
+    if not entries then
+      error(("%s: %s"):format(fname, why), 2)
+    end
   end
   return setmetatable({
     ds = ds, height = h, width = w, resize = resize, recipe = M.Recipe(opts.recipe),
-    cache = cache or nil, decoded = 0, failed = 0, reuse = opts.reuse and true or false, _out = {},
+    cache = cache or nil, prepared = prepared, _entries = entries, decoded = 0, failed = 0,
+    reuse = opts.reuse and true or false, _out = {},
   }, Loader)
+end
+
+-- the prepared cache's entry of image i, or nil, message for an image
+-- that failed when the cache was prepared (marked bad, as a failed decode)
+function Loader:_entry(i)
+  local j = self._entries[i]
+  local bad = self.ds:bad(i)
+  if bad then
+    return nil, bad
+  end
+  local why = self.prepared:reason(j)
+  if why then
+    self.failed = self.failed + 1
+    self.ds:mark_bad(i, why)
+    return nil, why
+  end
+  return j
 end
 
 --- The source of image i: its face decoded (3 channels), shrunk when its
 -- shorter side exceeds `resize` (to exactly `resize`) and packed to 8
--- bits; from the cache when there. On failure the image is marked bad in
--- the data set (reported once) and nil, message is returned.
+-- bits; from the cache when there (from the prepared cache, a copy). On
+-- failure the image is marked bad in the data set (reported once) and
+-- nil, message is returned.
 function Loader:source(i)
+  if self.prepared then
+    local j, why = self:_entry(i)
+    if not j then
+      return nil, why
+    end
+    return self.prepared:packed(j)
+  end
   local path = self.ds:path(i)
   local key = path .. "\0" .. self.resize
   local cache = self.cache
@@ -419,6 +472,27 @@ function Loader:_buffer(name, n)
   return t
 end
 
+-- one image's job for the prepared cache (csrc/lcache.c reads it): row of
+-- the output, cache entry, then the parameters as augment.image reads them
+local COLOR_KIND = { brightness = 0, contrast = 1, saturation = 2, hue = 3 }
+
+local function flag(v, default)
+  if v == nil then
+    return default
+  end
+  return v and 1 or 0
+end
+
+local function pack_job(row, entry, p)
+  local color = p.color or {}
+  local parts = { string.pack("<i4i4BBBBBddddd", row, entry, flag(p.flip, 0), flag(p.snap, 0), flag(p.clip, 1),
+    flag(p.normalize, 1), #color, p.angle or 0, p.scale or 1, p.tx or 0.5, p.ty or 0.5, p.resize) }
+  for k, op in ipairs(color) do
+    parts[k + 1] = string.pack("<Bd", COLOR_KIND[op[1]], op[2])
+  end
+  return table.concat(parts)
+end
+
 local function check_range(fname, list, first, n)
   if math.type(first) ~= "integer" or first < 1 or first > #list then
     error(("%s: first must be an integer in 1..%d, got %s"):format(fname, #list, tostring(first)), 3)
@@ -445,11 +519,12 @@ function Loader:_pairs(fname, list, first, n, draw)
     pa.resize, pb.resize = self.resize, self.resize
     params[k] = { pa, pb }
   end
+  local source = self.prepared and self._entry or self.source
   local kept, srcs = {}, {}
   for k = 1, n do
     local p = first + k - 1
     local a, b = list:get(p)
-    local sa, sb = self:source(a), self:source(b)
+    local sa, sb = source(self, a), source(self, b)
     if sa and sb then
       kept[#kept + 1] = p
       srcs[#srcs + 1] = { sa, sb, params[k] }
@@ -460,9 +535,20 @@ function Loader:_pairs(fname, list, first, n, draw)
     return nil, ("%s: no pair in %d..%d has two usable images"):format(fname, first, first + n - 1)
   end
   local x, y = self:_buffer("pairs", 2 * m), self:_buffer("labels", m)
-  for r, s in ipairs(srcs) do
-    core.augment_image(x, r, s[1], s[3][1])
-    core.augment_image(x, m + r, s[2], s[3][2])
+  if self.prepared then
+    local jobs = {}
+    for r, s in ipairs(srcs) do
+      jobs[#jobs + 1] = pack_job(r, s[1], s[3][1])
+      jobs[#jobs + 1] = pack_job(m + r, s[2], s[3][2])
+    end
+    self.prepared:_augment(x, table.concat(jobs))
+  else
+    for r, s in ipairs(srcs) do
+      core.augment_image(x, r, s[1], s[3][1])
+      core.augment_image(x, m + r, s[2], s[3][2])
+    end
+  end
+  for r = 1, m do
     local _, _, label = list:get(kept[r])
     y:set(r, label)
   end
@@ -512,9 +598,10 @@ function Loader:images(indices, gen)
     params[k] = gen and self.recipe:draw_image(gen) or M.eval_params()
     params[k].resize = self.resize
   end
+  local source = self.prepared and self._entry or self.source
   local kept, srcs = {}, {}
   for k, i in ipairs(indices) do
-    local s = self:source(i)
+    local s = source(self, i)
     if s then
       kept[#kept + 1] = i
       srcs[#srcs + 1] = { s, params[k] }
@@ -524,16 +611,24 @@ function Loader:images(indices, gen)
     return nil, ("%s: none of the %d images is usable"):format(fname, #indices)
   end
   local x = self:_buffer("images", #kept)
-  for r, s in ipairs(srcs) do
-    core.augment_image(x, r, s[1], s[2])
+  if self.prepared then
+    local jobs = {}
+    for r, s in ipairs(srcs) do
+      jobs[r] = pack_job(r, s[1], s[2])
+    end
+    self.prepared:_augment(x, table.concat(jobs))
+  else
+    for r, s in ipairs(srcs) do
+      core.augment_image(x, r, s[1], s[2])
+    end
   end
   return x, kept
 end
 
 function Loader:__tostring()
+  local c = self.cache or self.prepared
   return ("faceid.augment.Loader(%dx%d from shorter side %d, %d decoded, %d failed%s)"):format(
-    self.height, self.width, self.resize, self.decoded, self.failed,
-    self.cache and (", " .. tostring(self.cache)) or "")
+    self.height, self.width, self.resize, self.decoded, self.failed, c and (", " .. tostring(c)) or "")
 end
 
 --- Training batch without keeping a loader: Loader(ds, opts):batch(...).

@@ -23,6 +23,7 @@ local submodules = {
   schedule = "faceid.schedule",
   metrics = "faceid.metrics",
   plot = "faceid.plot",
+  cache = "faceid.cache",
 }
 
 return setmetatable(M, {
