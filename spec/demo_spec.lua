@@ -1,14 +1,15 @@
--- The demo (make demo) end to end, on the synthetic faces so that it runs
--- the same everywhere: it must finish, beat chance on held-out people and
--- write readable pictures.
+-- The pixel-space eigenfaces baseline (examples/eigenfaces.lua) end to end,
+-- on the synthetic faces so that it runs the same everywhere: it must
+-- finish, beat chance on held-out people and write readable pictures. The
+-- DenseNet demo itself (`faceid demo`) is covered by spec/cli_spec.lua.
 local faceid = require("faceid")
 local helper = require("helper")
 
-describe("examples/demo.lua", function()
+describe("examples/eigenfaces.lua", function()
   it("verifies held-out synthetic people above chance and writes its pictures", function()
     local out = helper.tmpdir()
     local cmd = ("env LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s;;' "
-      .. "lua5.4 examples/demo.lua /nonexistent-data '%s' 2>&1"):format(package.cpath:match("^[^;]+"), out)
+      .. "lua5.4 examples/eigenfaces.lua /nonexistent-data '%s' 2>&1"):format(package.cpath:match("^[^;]+"), out)
     local p = assert(io.popen(cmd))
     local text = p:read("a")
     local ok = p:close()

@@ -24,6 +24,8 @@ local submodules = {
   metrics = "faceid.metrics",
   plot = "faceid.plot",
   cache = "faceid.cache",
+  gallery = "faceid.gallery",
+  synthetic = "faceid.synthetic",
 }
 
 return setmetatable(M, {
