@@ -146,6 +146,36 @@ describe("bin/faceid", function()
     assert.are.equal(1 + 6, #lines(helper.read_file(run_dir .. "/log.csv")))
   end)
 
+  it("prepares a cache that training reads to the same losses, and refuses a stale one", function()
+    local cache = dir .. "/faces.fidcache"
+    local code, out, err = run(("prepare --data '%s' --size 32 --out '%s' --quiet"):format(data, cache))
+    assert.are.equal(0, code, err .. out)
+    assert.truthy(out:find("wrote " .. cache .. ": 50 images", 1, true), out)
+    local function losses(extra, out_dir)
+      local c, o, e = run(("train --data '%s' --net tiny --size 32 --embedding 8 --batch 4 --steps 3 --holdout 4 "
+        .. "--eval-pairs 20 --out '%s' --quiet --threads 1 %s"):format(data, out_dir, extra))
+      assert.are.equal(0, c, e .. o)
+      local l = {}
+      for i, row in ipairs(lines(helper.read_file(out_dir .. "/log.csv"))) do
+        if i > 1 then l[#l + 1] = row:match("^[^,]*,[^,]*,([^,]*)") end
+      end
+      return l
+    end
+    local plain = losses("", dir .. "/plain")
+    assert.are.equal(3, #plain)
+    assert.are.same(plain, losses(("--cache '%s'"):format(cache), dir .. "/cached"))
+    -- a cache whose folder changed is refused, naming the difference
+    local extra = data .. "/person01/extra.png"
+    assert(faceid.image.save(faceid.rand(faceid.Generator(1), 3, 32, 32), extra))
+    code, out, err = run(("train --data '%s' --net tiny --size 32 --batch 4 --steps 1 --holdout 4 --eval-pairs 20 "
+      .. "--out '%s' --quiet --cache '%s'"):format(data, dir .. "/stale", cache))
+    os.remove(extra)
+    assert.are.equal(2, code, err .. out)
+    assert.truthy(err:find("extra.png", 1, true), err)
+    assert_error("prepare", "--data /nonexistent/faces", "no such folder")
+    assert_error("train", ("--data '%s' --cache /nonexistent.fidcache"):format(data), "no such cache file")
+  end)
+
   it("evaluates on held-out people and on a pairs file", function()
     local pairs_file = dir .. "/pairs.txt"
     local code, out, err = run(("eval --model '%s' --data '%s' --n-pairs 40 --save-pairs '%s'")

@@ -511,6 +511,7 @@ local TRAIN_OPTIONS = {
   { name = "seed", arg = "N", kind = "int", min = 0, default = 0, help = "seed of everything random" },
   { name = "no-augment", kind = "flag", help = "train without augmentation" },
   { name = "plots", kind = "flag", help = "write training.png, roc.png, histogram.png, pairs.png to --out" },
+  { name = "cache", arg = "FILE", help = "read decoded faces from a prepared cache (faceid prepare; same --size)" },
   { name = "quiet", kind = "flag", help = "no progress lines" },
 }
 
@@ -541,7 +542,7 @@ local function train_and_report(o, ds, source, plots)
     optimizer = o.optimizer, lr = o.lr, schedule = schedule_of(o, train_ds, steps), margin = o.margin,
     eval_every = eval_every, eval_pairs = 2 * math.min(o.eval_pairs // 2, cap), checkpoint_every = o.checkpoint_every,
     out = o.out, resume = o.resume or false, seed = o.seed, threads = o.threads, quiet = o.quiet,
-    augment = o.no_augment and false or nil, print_every = o.print_every or 10,
+    augment = o.no_augment and false or nil, print_every = o.print_every or 10, cache = o.cache or true,
   })
   if not ok then fail("%s", clean(result)) end
   local net = result.net
@@ -573,7 +574,7 @@ end
 -- ---- the commands -----------------------------------------------------------------------
 
 M.commands = {}
-M.order = { "train", "eval", "embed", "compare", "enroll", "identify", "demo" }
+M.order = { "train", "prepare", "eval", "embed", "compare", "enroll", "identify", "demo" }
 
 M.commands.train = {
   brief = "train a model on a face folder (people held out for evaluation)",
@@ -588,8 +589,41 @@ M.commands.train = {
   run = function(o)
     if not o.data then fail("--data DIR is required (a face folder; see faceid train --help)") end
     if o.steps and o.epochs then fail("give --steps or --epochs, not both") end
+    if o.cache and not exists(o.cache) then fail("no such cache file '%s' (make one with faceid prepare)", o.cache) end
     local ds = open_data(o.data, o.format)
     train_and_report(o, ds, ("%s (%s)"):format(o.data, tostring(ds):match("%): (.*)$") or ""), o.plots)
+    return 0
+  end,
+}
+
+M.commands.prepare = {
+  brief = "decode a face folder once into a memory-mapped cache for training",
+  summary = "Decode every image of a face folder once, resized for training at --size, into one\n"
+    .. "uint8 file that training memory-maps (faceid train --cache FILE): epochs then decode\n"
+    .. "nothing. Unreadable images are reported and skipped; a cache whose folder changed is refused.",
+  usage = "faceid prepare --data DIR [--size 128] [--out FILE]",
+  options = {
+    { name = "data", arg = "DIR", required = true, help = "face folder: one folder per person, CelebA, Yale" },
+    { name = "format", arg = "F", kind = "choice", choices = { "auto", "celeba", "folders", "yale", "extended_yaleb" },
+      default = "auto", help = "data layout" },
+    { name = "size", arg = "N", kind = "int", min = 8, default = 128, help = "the training input side it serves",
+      alias = "input" },
+    { name = "out", arg = "FILE", help = "cache file; default: DIR's name with .fidcache, here" },
+    { name = "quiet", kind = "flag", help = "no progress line" },
+  },
+  run = function(o)
+    local ds = open_data(o.data, o.format)
+    local out = o.out or ((o.data:gsub("/+$", ""):match("([^/]+)$") or "faces") .. ".fidcache")
+    local progress = not o.quiet and function(done, total, failed)
+      io.stderr:write(("\rprepared %d/%d, %d failed"):format(done, total, failed))
+    end or nil
+    local info, msg = faceid.cache.prepare(ds, out, { size = o.size, threads = o.threads, progress = progress })
+    if progress then io.stderr:write("\n") end
+    if not info then fail("%s", clean(msg)) end
+    printf("wrote %s: %d images (%.1f MiB) in %.1f s, %d skipped\n", info.path, info.images, info.bytes / 2 ^ 20,
+      info.seconds, info.failed)
+    for _, sk in ipairs(info.skipped or {}) do printf("  skipped %s: %s\n", sk.path, sk.why) end
+    printf("train from it with: faceid train --data %s --size %d --cache %s\n", o.data, o.size, info.path)
     return 0
   end,
 }
