@@ -87,6 +87,8 @@ bench: $(MODULE)
 	@for s in $(BENCH_INPUTS); do \
 	  $(BENCH_RUN) --mode train --input $$s --batch $(BENCH_BATCH) --threads $(BENCH_THREADS) || exit 1; \
 	  $(BENCH_RUN) --mode eval --input $$s --batch $(BENCH_BATCH) --threads $(BENCH_THREADS) || exit 1; \
+	  LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' $(LUA) bench/loader.lua \
+	    --input $$s --threads $(BENCH_THREADS) || exit 1; \
 	done
 
 # libFuzzer harnesses (clang) and the long-run memory check

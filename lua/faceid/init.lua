@@ -23,9 +23,10 @@ local submodules = {
   schedule = "faceid.schedule",
   metrics = "faceid.metrics",
   plot = "faceid.plot",
-  cache = "faceid.cache",
   gallery = "faceid.gallery",
   synthetic = "faceid.synthetic",
+  cache = "faceid.cache",
+  dist = "faceid.dist",
 }
 
 return setmetatable(M, {

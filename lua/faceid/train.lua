@@ -36,8 +36,26 @@
 --   out         folder for last.safetensors, best.safetensors, log.csv
 --   resume      a checkpoint to continue from (exactly where it stopped)
 --   on_nan      "stop" (default) or "skip" (the step is dropped, counted)
---   seed        seed of everything random (0); threads (2)
+--   seed        seed of everything random (0); threads (2, per process)
 --   quiet       no progress lines
+--   dist        data-parallel over MPI (faceid.dist): "auto" (default: on
+--               when faceid.dist is initialised, or when the process was
+--               started by mpirun; then train.run starts MPI itself and
+--               finalizes it before returning), true (start it if needed),
+--               or false (never)
+--
+-- Across processes (`dist`): `batch` is the combined batch of all ranks;
+-- every rank draws the same epoch of pairs from one seeded generator and
+-- takes its own contiguous share of each batch (disjoint, reproducible),
+-- augments it with its own generator, and the gradients are averaged
+-- (weighted by the pairs each rank used) before every optimizer step, so
+-- the weights stay identical everywhere. Batch norm normalises with each
+-- rank's own batch statistics; the running averages are averaged across
+-- ranks before every evaluation and checkpoint. Only rank 0 prints, logs,
+-- evaluates and writes checkpoints (a resume reads the checkpoint on every
+-- rank, so it must be at the same path for all). A checkpoint resumes with
+-- any number of processes. Ctrl-C (SIGINT/SIGTERM, or SIGUSR1 sent to
+-- mpirun) stops every rank after the same step, and rank 0 saves.
 local faceid = require("faceid")
 
 local M = {}
@@ -48,6 +66,7 @@ M.DEFAULTS = {
   weight_decay = 0, momentum = 0.9, schedule = "seed", margin = 2.0, ratio = 1, augment = nil,
   eval_every = 200, eval_pairs = 1000, checkpoint_every = 500, print_every = 10, out = false,
   resume = false, on_nan = "stop", seed = 0, threads = 2, quiet = false, cache = true, minutes = false,
+  dist = "auto",
 }
 
 local function options(opts)
@@ -63,6 +82,9 @@ local function options(opts)
   if not o.data then error("faceid.train.run: option 'data' (a data set or a folder) is required", 3) end
   if o.on_nan ~= "stop" and o.on_nan ~= "skip" then
     error("faceid.train.run: on_nan must be \"stop\" or \"skip\"", 3)
+  end
+  if o.dist ~= "auto" and o.dist ~= true and o.dist ~= false then
+    error("faceid.train.run: dist must be \"auto\", true or false", 3)
   end
   return o
 end
@@ -83,6 +105,26 @@ local function fmt_time(s)
   if not finite(s) or s < 0 then return "?" end
   if s >= 3600 then return ("%dh%02dm"):format(s // 3600, (s % 3600) // 60) end
   return ("%dm%02ds"):format(s // 60, math.floor(s % 60))
+end
+
+-- faceid.dist when this run is data-parallel, and whether it started MPI
+-- itself (then it also finalizes it)
+local function setup_dist(o)
+  if o.dist == false then return nil, false end
+  local env_size = tonumber(os.getenv("OMPI_COMM_WORLD_SIZE") or os.getenv("PMI_SIZE") or "")
+  if o.dist == "auto" and not package.loaded["faceid.dist"] and not env_size then return nil, false end
+  local dist = require("faceid.dist")
+  if dist.initialized() then return dist, false end
+  if o.dist == "auto" and not dist.available() then
+    if env_size and env_size > 1 then
+      error(("faceid.train: started by mpirun as one of %d processes, but faceid.dist is built without MPI"
+        .. " (install libopenmpi-dev and rebuild)"):format(env_size), 0)
+    end
+    return nil, false
+  end
+  if o.dist == "auto" and not env_size then return nil, false end
+  dist.init()
+  return dist, true
 end
 
 --- Distances of a fixed pair list under the network in evaluation mode.
@@ -124,6 +166,11 @@ local function checkpoint_extra(state, opt)
     pairs_state = hex(state.pairs_state), augment_state = hex(state.aug:state()),
     best_auc = state.best_auc, best_step = state.best_step, skipped_steps = state.skipped,
   }
+  if state.aug_states then -- every rank's augmentation stream, rank 0's first
+    local h = {}
+    for r, s in ipairs(state.aug_states) do h[r] = hex(s) end
+    meta.augment_states, meta.processes = table.concat(h, ","), #h
+  end
   return { tensors = tensors, metadata = meta }
 end
 
@@ -135,9 +182,33 @@ end
 --- Train. Returns a table: steps, epochs, last_loss, first_loss, best_auc,
 -- best_step, eval (the last evaluation, faceid.metrics.evaluate's table),
 -- history (per step: step, epoch, loss, lr, beta1, images_per_s, and
--- val_auc, val_accuracy, val_eer on steps that evaluated), interrupted (true after Ctrl-C), net.
+-- val_auc, val_accuracy, val_eer on steps that evaluated), interrupted (true after Ctrl-C), net;
+-- over processes also rank, processes and allreduce_s (seconds spent
+-- averaging gradients).
+local train_loop
 function M.run(opts)
   local o = options(opts)
+  local D, owner = setup_dist(o)
+  if not D then return train_loop(o) end
+  D.catch_signals()
+  local ok, result = pcall(train_loop, o, D)
+  D.release_signals()
+  -- an error leaves MPI running: the process ends with it and faceid.dist
+  -- then aborts every rank (another rank may be waiting in a collective)
+  if not ok then error(result, 0) end
+  if owner then D.finalize() end
+  return result
+end
+
+-- the loop itself; D is faceid.dist when training over processes
+train_loop = function(o, D)
+  local rank, nproc = D and D.rank() or 0, D and D.size() or 1
+  local root = rank == 0
+  if D and not root then o.quiet = true end
+  if D and o.batch < nproc then
+    error(("faceid.train.run: batch (%d pairs) must be at least the number of processes (%d)")
+      :format(o.batch, nproc), 0)
+  end
   faceid.set_num_threads(o.threads)
   local data = o.data
   if type(data) == "string" then data = assert(faceid.data.open(data)) end
@@ -166,6 +237,7 @@ function M.run(opts)
     cfg.seed = cfg.seed or o.seed
     net = faceid.DenseNet(cfg)
   end
+  if D then D.broadcast(net) end -- rank 0's weights everywhere
   local input = net:config().input
   net:train()
   local loss = faceid.ContrastiveLoss({ margin = o.margin })
@@ -180,11 +252,12 @@ function M.run(opts)
   end
 
   -- data: pairs re-drawn every epoch from pairs_gen, augmentation from aug
-  local pairs_gen, aug = faceid.Generator(o.seed + 1), faceid.Generator(o.seed + 2)
+  -- (over processes: one pairs stream everywhere, an augmentation stream per rank)
+  local pairs_gen, aug = faceid.Generator(o.seed + 1), faceid.Generator(o.seed + 2 + 0x9E3779B9 * rank)
   local loader = faceid.augment.Loader(train_ds, { size = input, reuse = true,
     recipe = o.augment ~= false and o.augment or nil, cache = o.cache })
   local val_loader, val_pairs = nil, nil
-  if val_ds then
+  if val_ds and root then
     val_loader = faceid.augment.Loader(val_ds, { size = input, cache = o.cache })
     val_pairs = faceid.pairs.fixed(val_ds, o.seed + 3,
       { n_same = o.eval_pairs // 2, n_diff = o.eval_pairs - o.eval_pairs // 2 })
@@ -209,7 +282,14 @@ function M.run(opts)
     opt:load_state(ost)
     pairs_gen:set_state(unhex(m.pairs_state))
     list = epoch_pairs(state) -- the same draw as before the stop
-    aug:set_state(unhex(m.augment_state))
+    local saved = {}
+    for h in (m.augment_states or m.augment_state):gmatch("%x+") do saved[#saved + 1] = h end
+    if saved[rank + 1] then
+      aug:set_state(unhex(saved[rank + 1]))
+    else -- more processes than saved streams: a fresh one, fixed by rank and step
+      aug = faceid.Generator(o.seed + 2 + 0x9E3779B9 * rank + 0x632BE5AB * state.step)
+    end
+    state.aug = aug
   else
     list = epoch_pairs(state)
   end
@@ -231,14 +311,22 @@ function M.run(opts)
   end
 
   local log
-  if o.out then
+  if o.out and root then
     os.execute("mkdir -p '" .. o.out .. "'")
     log = assert(io.open(o.out .. "/log.csv", resumed and "a" or "w"))
     if not resumed then log:write("step,epoch,loss,lr,beta1,images_per_s,val_auc,val_accuracy\n") end
   end
 
   local result = { history = {}, net = net }
+  -- before rank 0 evaluates or saves: the mean of the ranks' batch-norm
+  -- running averages everywhere, and every rank's augmentation state
+  local function sync()
+    if not D then return end
+    D.average_buffers(net)
+    state.aug_states = D.allgather_string(aug:state())
+  end
   local function evaluate()
+    state.evaluated_at = state.step
     if not val_pairs then return nil end
     local d, y = M.distances(net, val_loader, val_pairs)
     local r = faceid.metrics.evaluate(d, y, { folds = false })
@@ -256,6 +344,8 @@ function M.run(opts)
 
   local _, grads = net:flat()
   local t_start, images = faceid.clock(), 0
+  local deadline = o.minutes and t_start + 60 * o.minutes or math.huge
+  local after_step, dist_step
   local function train_step()
     if state.position + o.batch - 1 > #list then
       state.epoch, state.position = state.epoch + 1, 1
@@ -265,6 +355,7 @@ function M.run(opts)
     if o.optimizer == "sgd" then hyper = { lr = hyper.lr } end
     opt:set(hyper)
     local beta1 = o.optimizer == "adam" and opt.beta1 or 0
+    if D then return dist_step(hyper, beta1) end
     local x, y = loader:batch(list, state.position, o.batch, aug)
     state.position = state.position + o.batch
     if not x then return nil end
@@ -284,14 +375,23 @@ function M.run(opts)
     end
     opt:step()
     net:zero_grad()
+    return after_step(l, x:size(1), hyper, beta1)
+  end
+
+  -- the rest of a step that updated the weights: history, evaluation,
+  -- log, progress, checkpoint
+  after_step = function(l, n_images, hyper, beta1)
     state.step = state.step + 1
-    images = images + x:size(1)
+    images = images + n_images
     local row = { step = state.step, epoch = state.epoch, loss = l, lr = hyper.lr, beta1 = beta1 }
     result.history[#result.history + 1] = row
     result.first_loss = result.first_loss or l
     result.last_loss = l
     local val = nil
-    if o.eval_every and state.step % o.eval_every == 0 then val = evaluate() end
+    local do_eval = o.eval_every and state.step % o.eval_every == 0
+    local do_save = o.out and o.checkpoint_every and state.step % o.checkpoint_every == 0
+    if (do_eval and val_ds) or do_save then sync() end
+    if do_eval then val = evaluate() end
     if val then row.val_auc, row.val_accuracy, row.val_eer = val.auc, val.best_accuracy, val.eer end
     local elapsed = faceid.clock() - t_start
     local ips = images / math.max(elapsed, 1e-9)
@@ -308,28 +408,81 @@ function M.run(opts)
       print(("step %d/%d  epoch %d  loss %.4f  lr %.3g  beta1 %.3f  %.1f img/s  ETA %s")
         :format(state.step, total, state.epoch, l, hyper.lr, beta1, ips, fmt_time(eta)))
     end
-    if o.out and o.checkpoint_every and state.step % o.checkpoint_every == 0 then
+    if do_save and root then
       save_checkpoint(net, o.out .. "/last.safetensors", state, opt)
     end
     return l
+  end
+
+  -- one step over processes: each rank its share of the batch; then one
+  -- small collective for (pairs, loss, non-finite, signal, time) and one for the
+  -- gradients, weighted by each rank's pairs, so the update is the one of
+  -- the combined batch
+  local meta = faceid.zeros(5)
+  dist_step = function(hyper, beta1)
+    local first, count = D.shard(o.batch, rank, nproc)
+    local x, y = loader:batch(list, state.position + first - 1, count, aug)
+    state.position = state.position + o.batch
+    local n, l, bad = 0, 0, false
+    if x then
+      n = y:size(1)
+      l = loss:forward(net:forward(x), y)
+      net:backward(loss:backward())
+      bad = not finite(l) or not finite(grads:sum())
+    end
+    meta:set(1, n)
+    meta:set(2, bad and 0 or n * l)
+    meta:set(3, bad and 1 or 0)
+    meta:set(4, D.signalled() and 1 or 0)
+    meta:set(5, faceid.clock() >= deadline and 1 or 0)
+    D.allreduce(meta, "sum")
+    local total_n = meta:get(1)
+    -- every rank takes the same decision from the shared flags
+    if meta:get(4) > 0 then
+      state.stop = "signal"
+    elseif meta:get(5) > 0 then
+      state.stop = "time"
+    end
+    if total_n == 0 then return nil end
+    l = meta:get(2) / total_n
+    if meta:get(3) > 0 then
+      if o.on_nan == "stop" then
+        error(("faceid.train: step %d: a loss or gradient is not finite on %d of %d processes; stopped"
+          .. " (the last checkpoint is intact)"):format(state.step + 1, math.floor(meta:get(3)), nproc), 0)
+      end
+      state.skipped = state.skipped + 1
+      net:zero_grad()
+      return 0 / 0
+    end
+    local t0 = faceid.clock()
+    D.allreduce(grads, "sum", n / total_n)
+    state.allreduce_s = (state.allreduce_s or 0) + faceid.clock() - t0
+    opt:step()
+    net:zero_grad()
+    return after_step(l, 2 * math.floor(total_n), hyper, beta1)
   end
 
   if not o.quiet then
     print(("training %s\n  on %s\n  held out: %s\n  %d pairs per epoch, batch %d pairs, %d steps")
       :format(tostring(net):match("^[^\n]+"), tostring(train_ds), val_ds and tostring(val_ds) or "none",
         #list, o.batch, total))
+    if D then
+      print(("  on %d processes (MPI, %s) x %d threads; %d pairs per process and step")
+        :format(nproc, D.library() or "?", o.threads, o.batch // nproc))
+    end
   end
-  local deadline = o.minutes and t_start + 60 * o.minutes or math.huge
   while state.step < total do
-    if faceid.clock() >= deadline then
+    if state.stop == "time" or (not D and faceid.clock() >= deadline) then
       if not o.quiet then print(("time budget of %g minutes reached at step %d"):format(o.minutes, state.step)) end
       break
     end
     local ok, err = pcall(train_step)
+    if ok and state.stop == "signal" then ok, err = false, "interrupted!" end
     if not ok then
-      if tostring(err):find("interrupted!", 1, true) then
+      if not D and tostring(err):find("interrupted!", 1, true) or state.stop == "signal" then
         result.interrupted = true
-        if o.out then save_checkpoint(net, o.out .. "/last.safetensors", state, opt) end
+        sync()
+        if o.out and root then save_checkpoint(net, o.out .. "/last.safetensors", state, opt) end
         if not o.quiet then
           print(("stopped at step %d%s"):format(state.step,
             o.out and (", checkpoint saved to " .. o.out .. "/last.safetensors") or ""))
@@ -341,18 +494,24 @@ function M.run(opts)
     end
   end
   if not result.interrupted then
-    if val_pairs and (not result.eval or state.step % (o.eval_every or 1) ~= 0) then
+    local final_eval = val_ds and state.evaluated_at ~= state.step
+    if final_eval or o.out then sync() end
+    if final_eval then
       local r, last = evaluate(), result.history[#result.history]
       if r and last and last.step == state.step then
         last.val_auc, last.val_accuracy, last.val_eer = r.auc, r.best_accuracy, r.eer
       end
     end
-    if o.out then save_checkpoint(net, o.out .. "/last.safetensors", state, opt) end
+    if o.out and root then save_checkpoint(net, o.out .. "/last.safetensors", state, opt) end
   end
   if log then log:close() end
   result.steps, result.epochs, result.skipped = state.step, state.epoch, state.skipped
   result.best_auc, result.best_step = state.best_auc, state.best_step
   result.loader = loader
+  if D then
+    result.rank, result.processes = rank, nproc
+    result.allreduce_s = state.allreduce_s
+  end
   return result
 end
 
