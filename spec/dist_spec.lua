@@ -223,6 +223,23 @@ describe("faceid.dist", function()
       assert.are.equal(2, tonumber(meta.processes))
     end)
 
+    it("runs `mpirun -np 2 faceid train`: rank 0 alone prints, evaluates and writes the model", function()
+      if not need_mpi() then return end
+      if not helper.exists(dir .. "/faces/p1/1.png") then synthetic_tree(dir .. "/faces", 6, 4, 16) end
+      local out, logf = dir .. "/cli", dir .. "/cli.out"
+      local rc = run(mpirun(2, ("bin/faceid train --data %s --net tiny --size 16 --embedding 8 --batch 4 --steps 3 "
+        .. "--holdout 2 --eval-pairs 20 --schedule constant --threads 1 --out %s"):format(sh_quote(dir .. "/faces"),
+        sh_quote(out)), logf))
+      local log = "\n" .. helper.read_file(logf)
+      assert.are.equal(0, rc, log)
+      assert.are.equal(1, count(log, "on 2 processes %(MPI"), log)
+      assert.are.equal(1, count(log, "\ndata: "), log)
+      assert.are.equal(1, count(log, "wrote " .. out:gsub("%p", "%%%0") .. "/model%.safetensors"), log)
+      assert.are.equal(1, count(log, "\nAUC: "), log)
+      local _, meta = faceid.load(out .. "/model.safetensors")
+      assert.are.equal("16", meta.input)
+    end)
+
     it("stops every rank at the same step on SIGUSR1 to mpirun, and rank 0 saves", function()
       if not need_mpi() then return end
       if not helper.exists(dir .. "/faces/p1/1.png") then synthetic_tree(dir .. "/faces", 6, 4, 16) end

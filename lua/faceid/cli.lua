@@ -518,6 +518,11 @@ local TRAIN_OPTIONS = {
 --- Train, then evaluate on the held-out people, export model.safetensors
 -- and optionally draw. Shared by `train` and `demo`.
 local function train_and_report(o, ds, source, plots)
+  -- under mpirun (faceid.dist) every rank trains; rank 0 alone talks,
+  -- evaluates and writes the model
+  local mpi_rank = tonumber(os.getenv("OMPI_COMM_WORLD_RANK") or os.getenv("PMIX_RANK") or os.getenv("PMI_RANK") or "")
+  local lead = not mpi_rank or mpi_rank == 0
+  local printf = lead and printf or function() end
   local train_ds, val_ds = split(ds, o.holdout, o.seed)
   local cfg = net_config(o)
   if o.resume and not exists(o.resume) then fail("cannot resume: no such file '%s'", o.resume) end
@@ -541,10 +546,11 @@ local function train_and_report(o, ds, source, plots)
     batch = o.batch, steps = steps, epochs = not steps and o.epochs or false, minutes = o.minutes or false,
     optimizer = o.optimizer, lr = o.lr, schedule = schedule_of(o, train_ds, steps), margin = o.margin,
     eval_every = eval_every, eval_pairs = 2 * math.min(o.eval_pairs // 2, cap), checkpoint_every = o.checkpoint_every,
-    out = o.out, resume = o.resume or false, seed = o.seed, threads = o.threads, quiet = o.quiet,
+    out = o.out, resume = o.resume or false, seed = o.seed, threads = o.threads, quiet = o.quiet or not lead,
     augment = o.no_augment and false or nil, print_every = o.print_every or 10, cache = o.cache or true,
   })
   if not ok then fail("%s", clean(result)) end
+  if result.rank and result.rank ~= 0 then return nil, result end
   local net = result.net
   net:evaluate()
   local c = net:config()
