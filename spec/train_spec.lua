@@ -120,6 +120,16 @@ describe("faceid.train", function()
     helper.rmtree(dir)
   end)
 
+  it("evaluates on as many held-out pairs as the held-out people allow", function()
+    local dir = helper.tmpdir()
+    synthetic_tree(dir .. "/faces", 5, 3, 16)
+    -- 2 held-out people with 3 photos: 2 * 3 = 6 same-person pairs, not 500
+    local r = faceid.train.run({ data = dir .. "/faces", input = 16, net = small_net, batch = 4, steps = 1,
+      holdout = 2, eval_pairs = 1000, quiet = true, threads = 1 })
+    assert.are.equal(12, r.eval.n)
+    helper.rmtree(dir)
+  end)
+
   it("refuses unknown options", function()
     assert.has_error(function() faceid.train.run({ data = "x", stpes = 3 }) end,
       "faceid.train.run: unknown option 'stpes'")

@@ -32,7 +32,9 @@
 --   ratio       different pairs per same pair (1)
 --   augment     faceid.augment recipe options (nil: the original's recipe),
 --               or false for none (evaluation crops only)
---   eval_every, eval_pairs, checkpoint_every, print_every
+--   eval_every, eval_pairs (held-out pairs per evaluation, half of them
+--               same-person: capped at the same-person pairs there are),
+--               checkpoint_every, print_every
 --   out         folder for last.safetensors, best.safetensors, log.csv
 --   resume      a checkpoint to continue from (exactly where it stopped)
 --   on_nan      "stop" (default) or "skip" (the step is dropped, counted)
@@ -259,8 +261,19 @@ train_loop = function(o, D)
   local val_loader, val_pairs = nil, nil
   if val_ds and root then
     val_loader = faceid.augment.Loader(val_ds, { size = input, cache = o.cache })
-    val_pairs = faceid.pairs.fixed(val_ds, o.seed + 3,
-      { n_same = o.eval_pairs // 2, n_diff = o.eval_pairs - o.eval_pairs // 2 })
+    -- as many pairs as asked, or as the held-out people allow: half of
+    -- them same-person pairs, of which there are sum k(k-1)/2
+    local n_same = 0
+    for _, person in ipairs(val_ds:people()) do
+      local k = #val_ds:images_of(person)
+      n_same = n_same + k * (k - 1) // 2
+    end
+    n_same = math.min(o.eval_pairs // 2, n_same)
+    if n_same < 1 then
+      error("faceid.train.run: the held-out people need at least two photos each (no same-person pair)", 0)
+    end
+    local n_diff = n_same == o.eval_pairs // 2 and o.eval_pairs - n_same or n_same
+    val_pairs = faceid.pairs.fixed(val_ds, o.seed + 3, { n_same = n_same, n_diff = n_diff })
   end
   local epoch_pairs = function(state)
     state.pairs_state = pairs_gen:state()
