@@ -25,7 +25,7 @@ MODULE := $(BUILD)/faceid/core.so
 BUSTED_ARGS := --lpath='lua/?.lua;lua/?/init.lua;spec/?.lua' \
                --cpath='$(BUILD)/?.so' --seed=$(SEED) -o spec/summary_output.lua
 
-.PHONY: all test sanitize demo bench install clean check-deps deps fuzz soak
+.PHONY: all test sanitize demo bench bench-compare install clean check-deps deps fuzz soak
 # Optional parts (mk/*.mk) add their own modules to EXTRA_MODULES.
 EXTRA_MODULES :=
 -include $(sort $(wildcard mk/*.mk))
@@ -90,6 +90,14 @@ bench: $(MODULE)
 	  LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' $(LUA) bench/loader.lua \
 	    --input $$s --threads $(BENCH_THREADS) || exit 1; \
 	done
+
+# faceid and PyTorch side by side, alternating, one table of ratios (bench/compare.lua)
+BENCH_REPEAT ?= 3
+BENCH_STEPS  ?= 5
+bench-compare: $(MODULE)
+	LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;' $(LUA) bench/compare.lua \
+	  --inputs "$(BENCH_INPUTS)" --batch $(BENCH_BATCH) --threads $(BENCH_THREADS) \
+	  --repeat $(BENCH_REPEAT) --steps $(BENCH_STEPS)
 
 # libFuzzer harnesses (clang) and the long-run memory check
 fuzz:
