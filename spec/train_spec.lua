@@ -130,6 +130,23 @@ describe("faceid.train", function()
     helper.rmtree(dir)
   end)
 
+  it("trains on the evaluation path (no randomness in the images) with augment = false", function()
+    local dir = helper.tmpdir()
+    synthetic_tree(dir .. "/faces", 4, 3, 16)
+    -- the loader's methods, seen through an instance's metatable
+    local probe = faceid.augment.Loader(faceid.data.folders(dir .. "/faces"), { size = 16 })
+    local L = getmetatable(probe).__index
+    local calls, batch, eval_batch = { batch = 0, eval_batch = 0 }, L.batch, L.eval_batch
+    L.batch = function(...) calls.batch = calls.batch + 1; return batch(...) end
+    L.eval_batch = function(...) calls.eval_batch = calls.eval_batch + 1; return eval_batch(...) end
+    local ok, err = pcall(faceid.train.run, { data = dir .. "/faces", input = 16, net = small_net, batch = 4,
+      steps = 3, holdout = 0, quiet = true, augment = false, threads = 1 })
+    L.batch, L.eval_batch = batch, eval_batch
+    assert(ok, err)
+    assert.are.same({ batch = 0, eval_batch = 3 }, calls)
+    helper.rmtree(dir)
+  end)
+
   it("refuses unknown options", function()
     assert.has_error(function() faceid.train.run({ data = "x", stpes = 3 }) end,
       "faceid.train.run: unknown option 'stpes'")

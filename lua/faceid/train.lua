@@ -258,6 +258,11 @@ train_loop = function(o, D)
   local pairs_gen, aug = faceid.Generator(o.seed + 1), faceid.Generator(o.seed + 2 + 0x9E3779B9 * rank)
   local loader = faceid.augment.Loader(train_ds, { size = input, reuse = true,
     recipe = o.augment ~= false and o.augment or nil, cache = o.cache })
+  -- augment = false: the evaluation path (centre crops, no randomness)
+  local function next_batch(pairs_list, first, n)
+    if o.augment == false then return loader:eval_batch(pairs_list, first, n) end
+    return loader:batch(pairs_list, first, n, aug)
+  end
   local val_loader, val_pairs = nil, nil
   if val_ds and root then
     val_loader = faceid.augment.Loader(val_ds, { size = input, cache = o.cache })
@@ -369,7 +374,7 @@ train_loop = function(o, D)
     opt:set(hyper)
     local beta1 = o.optimizer == "adam" and opt.beta1 or 0
     if D then return dist_step(hyper, beta1) end
-    local x, y = loader:batch(list, state.position, o.batch, aug)
+    local x, y = next_batch(list, state.position, o.batch)
     state.position = state.position + o.batch
     if not x then return nil end
     local emb = net:forward(x)
@@ -434,7 +439,7 @@ train_loop = function(o, D)
   local meta = faceid.zeros(5)
   dist_step = function(hyper, beta1)
     local first, count = D.shard(o.batch, rank, nproc)
-    local x, y = loader:batch(list, state.position + first - 1, count, aug)
+    local x, y = next_batch(list, state.position + first - 1, count)
     state.position = state.position + o.batch
     local n, l, bad = 0, 0, false
     if x then
