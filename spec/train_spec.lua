@@ -94,6 +94,20 @@ describe("faceid.train", function()
     helper.rmtree(dir)
   end)
 
+  it("skips non-finite steps with on_nan = skip, and stops after too many in a row", function()
+    local dir = helper.tmpdir()
+    synthetic_tree(dir .. "/faces", 4, 3, 16)
+    local saved = faceid.train.MAX_SKIPS
+    faceid.train.MAX_SKIPS = 5
+    local ok, err = pcall(faceid.train.run, { data = dir .. "/faces", input = 16, net = small_net,
+      batch = 4, steps = 3, holdout = 0, quiet = true, lr = 1e30, schedule = "constant", optimizer = "sgd",
+      on_nan = "skip", threads = 1 })
+    faceid.train.MAX_SKIPS = saved
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("in 5 steps in a row (5 skipped in all); stopped", 1, true), err)
+    helper.rmtree(dir)
+  end)
+
   it("saves a checkpoint and stops cleanly on Ctrl-C (SIGINT)", function()
     local dir = helper.tmpdir()
     synthetic_tree(dir .. "/faces", 4, 3, 16)

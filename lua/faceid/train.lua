@@ -37,7 +37,8 @@
 --               checkpoint_every, print_every
 --   out         folder for last.safetensors, best.safetensors, log.csv
 --   resume      a checkpoint to continue from (exactly where it stopped)
---   on_nan      "stop" (default) or "skip" (the step is dropped, counted)
+--   on_nan      "stop" (default) or "skip" (the step is dropped, counted;
+--               M.MAX_SKIPS dropped in a row stop the run)
 --   seed        seed of everything random (0); threads (2, per process)
 --   quiet       no progress lines
 --   dist        data-parallel over MPI (faceid.dist): "auto" (default: on
@@ -61,6 +62,9 @@
 local faceid = require("faceid")
 
 local M = {}
+
+--- on_nan = "skip" stops after this many dropped steps in a row
+M.MAX_SKIPS = 100
 
 M.DEFAULTS = {
   data = false, val = false, holdout = 0.2, net = false, input = 128, embedding = 32, batch = 64,
@@ -364,6 +368,17 @@ train_loop = function(o, D)
   local t_start, images = faceid.clock(), 0
   local deadline = o.minutes and t_start + 60 * o.minutes or math.huge
   local after_step, dist_step
+  -- on_nan = "skip": the step is dropped and counted; a run of
+  -- MAX_SKIPS dropped steps in a row stops (it would never end otherwise)
+  local skips_in_a_row = 0
+  local function skip(what)
+    state.skipped = state.skipped + 1
+    skips_in_a_row = skips_in_a_row + 1
+    if skips_in_a_row >= M.MAX_SKIPS then
+      error(("faceid.train: step %d: %s in %d steps in a row (%d skipped in all); stopped"
+        .. " (the last checkpoint is intact)"):format(state.step + 1, what, skips_in_a_row, state.skipped), 0)
+    end
+  end
   local function train_step()
     if state.position + o.batch - 1 > #list then
       state.epoch, state.position = state.epoch + 1, 1
@@ -387,7 +402,7 @@ train_loop = function(o, D)
         error(("faceid.train: step %d: %s; stopped (the last checkpoint is intact)")
           :format(state.step + 1, what), 0)
       end
-      state.skipped = state.skipped + 1
+      skip(what)
       net:zero_grad()
       return l
     end
@@ -399,6 +414,7 @@ train_loop = function(o, D)
   -- the rest of a step that updated the weights: history, evaluation,
   -- log, progress, checkpoint
   after_step = function(l, n_images, hyper, beta1)
+    skips_in_a_row = 0
     state.step = state.step + 1
     images = images + n_images
     local row = { step = state.step, epoch = state.epoch, loss = l, lr = hyper.lr, beta1 = beta1 }
@@ -468,7 +484,7 @@ train_loop = function(o, D)
         error(("faceid.train: step %d: a loss or gradient is not finite on %d of %d processes; stopped"
           .. " (the last checkpoint is intact)"):format(state.step + 1, math.floor(meta:get(3)), nproc), 0)
       end
-      state.skipped = state.skipped + 1
+      skip("a loss or gradient is not finite")
       net:zero_grad()
       return 0 / 0
     end
