@@ -60,7 +60,7 @@ struct fid_densenet {
     int cls_w, cls_b;
     size_t C5;
     /* per-image sizes in floats, fixed by the config */
-    size_t act_max, idx_per, train_per;
+    size_t act_max, mid_max, idx_per, train_per;
     /* eval arena (also used in training) */
     size_t cap_eval;
     float *eval_arena;
@@ -259,18 +259,22 @@ static void plan(fid_densenet *net)
     const fid_densenet_config *c = &net->cfg;
     const size_t k = (size_t)c->growth, bw = (size_t)c->bottleneck * k;
     const size_t S = (size_t)c->input, hw0 = net->H0 * net->W0;
-    size_t act = net->c0 * hw0, train = 0;
+    size_t act = net->c0 * hw0, mid = 1, train = 0;
     train += (size_t)c->channels * S * S + net->c0 * hw0; /* x, y0 */
     for (int b = 0; b < c->nblocks; b++) {
         const dblock *blk = &net->blocks[b];
         size_t hw = blk->H * blk->W;
         if (blk->ctot * hw > act) act = blk->ctot * hw;
         if (bw * hw > act) act = bw * hw;
+        if (bw * hw > mid) mid = bw * hw;
+        if (blk->has_trans && blk->ctot * (blk->H / 2) * (blk->W / 2) > mid)
+            mid = blk->ctot * (blk->H / 2) * (blk->W / 2);
         train += 2 * blk->ctot * hw + (size_t)blk->L * bw * hw; /* buf gradient, y1s */
         if (blk->has_trans) train += blk->ctot * (blk->H / 2) * (blk->W / 2);
     }
     train += net->C5; /* dfeat */
     net->act_max = act;
+    net->mid_max = mid;
     net->idx_per = c->stem == FID_STEM_IMAGENET ? net->c0 * net->blocks[0].H * net->blocks[0].W : 0;
     net->train_per = train;
 }
@@ -315,8 +319,8 @@ static size_t carve_eval(fid_densenet *net, float *base, size_t n)
     size_t used = 0;
     float *p = base;
     net->s1 = take(&p, &used, n * net->act_max);
-    net->s2 = take(&p, &used, n * net->act_max);
-    net->s3 = take(&p, &used, n * net->act_max);
+    net->s2 = take(&p, &used, n * net->mid_max);
+    net->s3 = take(&p, &used, n * net->mid_max);
     net->s4 = take(&p, &used, n * net->act_max);
     net->ws = take(&p, &used, conv_workspace(net, n));
     net->feat = take(&p, &used, n * net->C5);
@@ -337,10 +341,21 @@ static size_t carve_train(fid_densenet *net, float *base, size_t n)
     net->x = take(&p, &used, n * (size_t)c->channels * S * S);
     net->y0 = take(&p, &used, n * net->c0 * net->H0 * net->W0);
     net->dfeat = take(&p, &used, n * net->C5);
+    /* feature gradients: backward walks the blocks last to first and the
+       transition between blocks b-1 and b reads block b's gradient while it
+       writes block b-1's, so blocks of the same parity share one region */
+    size_t dmax[2] = {0, 0};
+    for (int b = 0; b < c->nblocks; b++) {
+        const size_t d = net->blocks[b].ctot * net->blocks[b].H * net->blocks[b].W;
+        if (d > dmax[b % 2]) dmax[b % 2] = d;
+    }
+    float *dregion[2];
+    dregion[0] = take(&p, &used, n * dmax[0]);
+    dregion[1] = take(&p, &used, n * dmax[1]);
     for (int b = 0; b < c->nblocks; b++) {
         dblock *blk = &net->blocks[b];
         size_t hw = blk->H * blk->W;
-        blk->dbuf = take(&p, &used, n * blk->ctot * hw);
+        blk->dbuf = dregion[b % 2];
         for (int l = 0; l < blk->L; l++) blk->layers[l].y1 = take(&p, &used, n * bw * hw);
         if (blk->has_trans) blk->pooled = take(&p, &used, n * blk->ctot * (blk->H / 2) * (blk->W / 2));
     }
@@ -350,7 +365,7 @@ static size_t carve_train(fid_densenet *net, float *base, size_t n)
 /* a batch of n must not overflow the arenas' size_t arithmetic */
 static int batch_fits(const fid_densenet *net, size_t n, char *err)
 {
-    size_t per = 5 * net->act_max + net->train_per + net->C5 + net->idx_per;
+    size_t per = 3 * net->act_max + 2 * net->mid_max + net->train_per + net->C5 + net->idx_per;
     if (n > 1 && per > SIZE_MAX / sizeof(float) / 4 / n) {
         snprintf(err, FID_ERRMAX, "a batch of %zu images is too large", n);
         return 0;
@@ -678,7 +693,8 @@ static void stem_forward(fid_densenet *net, const float *in, size_t n, int tr)
     const dblock *b0 = &net->blocks[0];
     const size_t ns0 = b0->ctot * b0->H * b0->W;
     fid_conv2d_shape cs = stem_conv_shape(net, n);
-    float *y0 = tr ? net->y0 : net->s2;
+    /* in evaluation the normalisation runs in place over the conv output */
+    float *y0 = tr ? net->y0 : net->s1;
     fid_conv2d_forward(y0, in, P(net, net->conv0), NULL, &cs, net->ws);
     if (net->cfg.stem == FID_STEM_IMAGENET) {
         fid_pool2d_shape ps = maxpool_shape(net, n);
@@ -814,13 +830,13 @@ static void stem_backward(fid_densenet *net, float *din, size_t n)
     fid_conv2d_shape cs = stem_conv_shape(net, n);
     if (net->cfg.stem == FID_STEM_IMAGENET) {
         fid_pool2d_shape ps = maxpool_shape(net, n);
-        fid_maxpool2d_backward(net->s2, b0->dbuf, net->idx0, &ps);
-        bn_relu_backward(net, &net->n0, net->s3, 0, 1, net->s2, 0, net->y0, 0, n, net->H0, net->W0);
+        fid_maxpool2d_backward(net->s1, b0->dbuf, net->idx0, &ps);
+        bn_relu_backward(net, &net->n0, net->s4, 0, 1, net->s1, 0, net->y0, 0, n, net->H0, net->W0);
     } else {
         /* the block buffer holds relu(bn0(y0)) itself */
-        bn_relu_backward(net, &net->n0, net->s3, 0, 1, b0->dbuf, ns0, net->y0, 0, n, net->H0, net->W0);
+        bn_relu_backward(net, &net->n0, net->s4, 0, 1, b0->dbuf, ns0, net->y0, 0, n, net->H0, net->W0);
     }
-    fid_conv2d_backward(din, G(net, net->conv0), NULL, net->s3, net->x, P(net, net->conv0), &cs, net->ws);
+    fid_conv2d_backward(din, G(net, net->conv0), NULL, net->s4, net->x, P(net, net->conv0), &cs, net->ws);
 }
 
 int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size_t n, char *err)
