@@ -420,7 +420,13 @@ function M.write_plots(dir, p)
     one("histogram.png", plot.histogram, p.distances, p.labels, { threshold = p.threshold })
   end
   if p.items and #p.items > 0 then
-    one("pairs.png", plot.pairs, p.items, { threshold = p.threshold, range = { -1, 1 }, width = 960 })
+    local wrong = 0
+    for _, it in ipairs(p.items) do
+      if (it.distance < p.threshold) ~= (it.label == 0) then wrong = wrong + 1 end
+    end
+    one("pairs.png", plot.pairs, p.items, { threshold = p.threshold, range = { -1, 1 }, width = 960,
+      title = ("The easiest and the hardest held-out pairs: %d of %d misjudged at threshold %.2f")
+        :format(wrong, #p.items, p.threshold) })
   end
   if #written > 0 then printf("wrote %s/{%s}\n", dir, table.concat(written, ",")) end
   return written
