@@ -66,6 +66,13 @@ struct fid_densenet {
     float *eval_arena;
     float *s1, *s2, *s3, *s4, *ws, *feat;
     int32_t *idx0;
+    /* evaluation splits the batch over the pool's threads, each running the
+       whole network on its images: one workspace and one scratch for the
+       BN statistics per part (part 0 uses ws) */
+    int eval_parts;
+    float *part_ws[FID_POOL_MAX], *part_stats[FID_POOL_MAX];
+    float *bn_scratch;          /* non-NULL in a part: where eval BN writes its statistics */
+    size_t stat_max;            /* the most channels any BN has */
     /* training arena */
     size_t cap_train;
     float *train_arena;
@@ -275,6 +282,10 @@ static void plan(fid_densenet *net)
     train += net->C5; /* dfeat */
     net->act_max = act;
     net->mid_max = mid;
+    size_t cmax = net->c0 > net->C5 ? net->c0 : net->C5;
+    for (int b = 0; b < c->nblocks; b++)
+        if (net->blocks[b].ctot > cmax) cmax = net->blocks[b].ctot;
+    net->stat_max = cmax > bw ? cmax : bw;
     net->idx_per = c->stem == FID_STEM_IMAGENET ? net->c0 * net->blocks[0].H * net->blocks[0].W : 0;
     net->train_per = train;
 }
@@ -323,6 +334,11 @@ static size_t carve_eval(fid_densenet *net, float *base, size_t n)
     net->s3 = take(&p, &used, n * net->mid_max);
     net->s4 = take(&p, &used, n * net->act_max);
     net->ws = take(&p, &used, conv_workspace(net, n));
+    const size_t parts = net->eval_parts < 1 ? 1 : (size_t)net->eval_parts, per = (n + parts - 1) / parts;
+    for (size_t t = 0; t < parts; t++) {
+        net->part_ws[t] = t == 0 ? net->ws : take(&p, &used, conv_workspace(net, per));
+        net->part_stats[t] = take(&p, &used, 2 * net->stat_max);
+    }
     net->feat = take(&p, &used, n * net->C5);
     net->idx0 = (int32_t *)take(&p, &used, n * net->idx_per); /* int32 and float: 4 bytes each */
     for (int b = 0; b < net->cfg.nblocks; b++) {
@@ -380,9 +396,12 @@ static int grow(fid_densenet *net, size_t n, int train, char *err)
     size_t (*carve)(fid_densenet *, float *, size_t) = train ? carve_train : carve_eval;
     if (n <= *cap) return FID_OK;
     if (!batch_fits(net, n, err)) return FID_ENOMEM;
+    const int old_parts = net->eval_parts;
+    if (!train) net->eval_parts = fid_pool_size(net->pool);
     size_t floats = carve(net, NULL, n);
     float *a = fid_alloc(floats);
     if (!a) {
+        if (!train) net->eval_parts = old_parts;
         carve(net, *arena, *cap); /* keep the old layout valid */
         snprintf(err, FID_ERRMAX, "cannot allocate %zu MiB of %s activations for a batch of %zu",
                  floats * sizeof(float) >> 20, train ? "training" : "inference", n);
@@ -560,8 +579,11 @@ static void bn_forward(fid_densenet *net, const bn_ref *r, float *out, size_t ou
                                .out_nstride = out_ns, .eps = net->cfg.bn_eps,
                                .momentum = net->cfg.bn_momentum, .relu = 1, .pool = net->pool};
     fid_batchnorm2d_check(&s, err);
-    fid_batchnorm2d_forward(out, r->mean, r->invstd, B(net, r->rm), B(net, r->rv), in,
-                            P(net, r->w), P(net, r->b), &s, training);
+    /* a part of an evaluation batch keeps its (unused) statistics to itself */
+    float *mean = net->bn_scratch ? net->bn_scratch : r->mean;
+    float *invstd = net->bn_scratch ? net->bn_scratch + r->C : r->invstd;
+    fid_batchnorm2d_forward(out, mean, invstd, B(net, r->rm), B(net, r->rv), in, P(net, r->w), P(net, r->b),
+                            &s, training);
 }
 
 /* bn_forward of the first r->C channels of a block's features (batch
@@ -744,6 +766,51 @@ static void head_forward(fid_densenet *net, float *out, size_t n, int tr)
     fid_linear_forward(out, net->feat, P(net, net->cls_w), P(net, net->cls_b), &ls);
 }
 
+static void forward_all(fid_densenet *net, float *out, const float *in, size_t n, int tr)
+{
+    const fid_densenet_config *c = &net->cfg;
+    stem_forward(net, in, n, tr);
+    for (int b = 0; b < c->nblocks; b++) {
+        block_forward(net, &net->blocks[b], n, tr);
+        if (net->blocks[b].has_trans) trans_forward(net, &net->blocks[b], &net->blocks[b + 1], n, tr);
+    }
+    head_forward(net, out, n, tr);
+}
+
+typedef struct eval_job {
+    const fid_densenet *net;
+    float *out;
+    const float *in;
+    size_t n, parts;
+} eval_job;
+
+/* evaluation of images lo..hi of the batch by one thread: a copy of the
+   network's descriptor whose buffers point at those images' slices */
+static void eval_part(void *ctx, size_t b, size_t e)
+{
+    const eval_job *j = ctx;
+    const fid_densenet *net = j->net;
+    const fid_densenet_config *c = &net->cfg;
+    for (size_t t = b; t < e; t++) {
+        size_t lo, hi;
+        fid_pool_chunk(j->n, j->parts, t, &lo, &hi);
+        if (hi <= lo) continue;
+        fid_densenet v = *net;
+        v.s1 = net->s1 + lo * net->act_max;
+        v.s2 = net->s2 + lo * net->mid_max;
+        v.s3 = net->s3 + lo * net->mid_max;
+        v.s4 = net->s4 + lo * net->act_max;
+        v.feat = net->feat + lo * net->C5;
+        v.idx0 = net->idx0 + lo * net->idx_per;
+        v.ws = net->part_ws[t];
+        v.bn_scratch = net->part_stats[t];
+        for (int k = 0; k < c->nblocks; k++)
+            v.blocks[k].buf = net->blocks[k].buf + lo * net->blocks[k].ctot * net->blocks[k].H * net->blocks[k].W;
+        forward_all(&v, j->out + lo * (size_t)c->embedding,
+                    j->in + lo * (size_t)c->channels * (size_t)c->input * (size_t)c->input, hi - lo, 0);
+    }
+}
+
 int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t n, char *err)
 {
     const fid_densenet_config *c = &net->cfg;
@@ -760,12 +827,20 @@ int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t 
     if (grow(net, n, 0, err) || (tr && grow(net, n, 1, err))) return FID_ENOMEM;
     net->have_forward = 0;
     if (tr) memcpy(net->x, in, n * (size_t)c->channels * (size_t)c->input * (size_t)c->input * sizeof(float));
-    stem_forward(net, tr ? net->x : in, n, tr);
-    for (int b = 0; b < c->nblocks; b++) {
-        block_forward(net, &net->blocks[b], n, tr);
-        if (net->blocks[b].has_trans) trans_forward(net, &net->blocks[b], &net->blocks[b + 1], n, tr);
+    size_t parts = (size_t)fid_pool_size(net->pool);
+    if (parts > (size_t)net->eval_parts) parts = (size_t)net->eval_parts;
+    if (parts > n) parts = n;
+    if (tr || parts < 2) {
+        forward_all(net, out, tr ? net->x : in, n, tr);
+    } else {
+        /* evaluation: images are independent, so each thread runs the whole
+           network on its share with serial kernels and single-threaded BLAS */
+        eval_job j = {.net = net, .out = out, .in = in, .n = n, .parts = parts};
+        const int blas_threads = fid_get_num_threads();
+        if (blas_threads != 1) fid_set_num_threads(1);
+        fid_pool_for(net->pool, parts, eval_part, &j);
+        if (blas_threads != 1) fid_set_num_threads(blas_threads);
     }
-    head_forward(net, out, n, tr);
     if (tr) {
         net->batches++;
         net->have_forward = 1;
@@ -868,6 +943,14 @@ int fid_densenet_set_threads(fid_densenet *net, int nthreads, char *err)
     if (nthreads > 1 && !(p = fid_pool_new(nthreads, err))) return FID_ENOMEM;
     fid_pool_free(net->pool);
     net->pool = p;
+    if (net->eval_arena && net->eval_parts != nthreads) {
+        /* the evaluation arena holds one workspace per thread: carved anew
+           at the next forward (a pending backward needs a new forward) */
+        fid_free(net->eval_arena);
+        net->eval_arena = NULL;
+        net->cap_eval = 0;
+        net->have_forward = 0;
+    }
     return FID_OK;
 }
 

@@ -165,6 +165,34 @@ describe("DenseNet forward and backward", function()
     assert.is_true(g1:equal(g2))
   end)
 
+  it("evaluates a batch split over its threads as it does serially and image by image", function()
+    local x = faceid.randn(faceid.Generator(21), 5, 2, 8, 8)
+    local net = faceid.DenseNet(small_cfg)
+    net:forward(x) -- running statistics that are not the initial ones
+    net:evaluate()
+    net:threads(1)
+    local serial = net:forward(x):clone()
+    for _, T in ipairs({ 2, 3, 8 }) do
+      assert.are.equal(T, net:threads(T))
+      local e = net:forward(x)
+      assert.is_true(e:allclose(serial, 1e-5, 1e-6), "threads " .. T)
+      for i = 1, 5, 2 do
+        assert.is_true(net:forward(x:narrow(1, i, 1)):allclose(serial:narrow(1, i, 1), 1e-5, 1e-6))
+      end
+      assert.is_true(net:forward(x:narrow(1, 2, 3)):allclose(serial:narrow(1, 2, 3), 1e-5, 1e-6))
+    end
+    -- changing the threads between a training forward and its backward
+    -- re-plans the buffers: the backward then asks for a new forward
+    net:train()
+    net:forward(x)
+    net:threads(2)
+    local ok, err = pcall(net.backward, net, faceid.ones(5, 3))
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("needs a training-mode forward first", 1, true), err)
+    net:forward(x)
+    net:backward(faceid.ones(5, 3))
+  end)
+
   it("reuses its activation buffers across steps", function()
     local net = faceid.DenseNet(small_cfg)
     local x = faceid.randn(faceid.Generator(4), 6, 2, 8, 8)
