@@ -102,23 +102,119 @@ static int walk_png(const unsigned char *b, size_t n, char *err)
 
 /* JPEG: marker segments up to EOI, checking the size in each frame header
    (SOFn); after each SOS the entropy-coded data runs to the next marker
-   that is not a stuffed 0xFF00 or a restart */
+   that is not a stuffed 0xFF00 or a restart.
+   Besides truncation, the walk refuses what stb_image 2.27 would decode
+   from memory it never wrote: Huffman and quantisation tables a scan uses
+   before any DHT/DQT defines them (stb reads them from uninitialised
+   memory, and indexes past its arrays with an undefined Huffman table),
+   too many Huffman codes (stb writes past 256-entry arrays), components
+   no scan codes (baseline) or coefficients no first scan codes
+   (progressive), since stb's coefficient and sample buffers start
+   uninitialised and would come out as pixels. */
 static int is_sof(unsigned m)
 {
     return m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc;
 }
 
+typedef struct jpeg_walk {
+    int frames, progressive;
+    unsigned ncomp, huff, quant;  /* huff: bit 4 * class + id; quant: bit id */
+    unsigned id[4], tq[4];        /* frame components */
+    uint64_t cover[4];            /* coefficients coded by a first scan */
+} jpeg_walk;
+
+#define JPEG_CORRUPT(what, at) FAIL(FID_EFORMAT, "corrupt JPEG: %s at byte %zu", what, (size_t)(at))
+
+/* DHT tables: (class/id, 16 code counts, values); seg bytes at b */
+static int jpeg_dht(jpeg_walk *w, const unsigned char *b, size_t seg, size_t at, char *err)
+{
+    size_t q = 0;
+    while (q < seg) {
+        size_t codes = 0;
+        if (seg - q < 17) return JPEG_CORRUPT("Huffman table cut short", at + q);
+        if (b[q] >> 4 > 1 || (b[q] & 15) > 3) return JPEG_CORRUPT("bad Huffman table id", at + q);
+        for (int i = 1; i <= 16; i++) codes += b[q + (size_t)i];
+        if (codes > 256) return JPEG_CORRUPT("Huffman table of more than 256 codes", at + q);
+        if (codes > seg - q - 17) return JPEG_CORRUPT("Huffman table cut short", at + q);
+        w->huff |= 1u << (4 * (b[q] >> 4) + (b[q] & 15));
+        q += 17 + codes;
+    }
+    return FID_OK;
+}
+
+/* DQT tables: (precision/id, 64 values of 8 or 16 bits) */
+static int jpeg_dqt(jpeg_walk *w, const unsigned char *b, size_t seg, size_t at, char *err)
+{
+    size_t q = 0;
+    while (q < seg) {
+        size_t len = b[q] >> 4 ? 129 : 65;
+        if (b[q] >> 4 > 1 || (b[q] & 15) > 3) return JPEG_CORRUPT("bad quantisation table id", at + q);
+        if (seg - q < len) return JPEG_CORRUPT("quantisation table cut short", at + q);
+        w->quant |= 1u << (b[q] & 15);
+        q += len;
+    }
+    return FID_OK;
+}
+
+/* SOFn: precision, height, width, then (id, sampling, table) per component */
+static int jpeg_sof(jpeg_walk *w, unsigned m, const unsigned char *b, size_t seg, size_t at, char *err)
+{
+    int rc;
+    if (seg < 6) return JPEG_CORRUPT("frame header cut short", at);
+    if ((rc = check_dims(be16(b + 3), be16(b + 1), err))) return rc;
+    if (w->frames++) return JPEG_CORRUPT("second frame header", at);
+    w->progressive = m == 0xc2 || m == 0xc6 || m == 0xca || m == 0xce;
+    w->ncomp = b[5];
+    if (w->ncomp < 1 || w->ncomp > 4) return JPEG_CORRUPT("frame of 0 or more than 4 components", at);
+    if (seg != 6 + 3 * (size_t)w->ncomp) return JPEG_CORRUPT("frame header of the wrong length", at);
+    for (unsigned i = 0; i < w->ncomp; i++) {
+        w->id[i] = b[6 + 3 * i];
+        w->tq[i] = b[8 + 3 * i];
+        w->cover[i] = 0;
+        if (w->tq[i] > 3) return JPEG_CORRUPT("bad quantisation table id", at);
+    }
+    return FID_OK;
+}
+
+/* SOS: the tables each component of the scan decodes with must exist (a
+   progressive scan uses DC tables in a first DC scan, none in a DC
+   refinement, AC tables when Ss > 0); first scans mark the coefficients
+   they code */
+static int jpeg_sos(jpeg_walk *w, const unsigned char *b, size_t seg, size_t at, char *err)
+{
+    if (!w->frames) return JPEG_CORRUPT("scan before the frame header", at);
+    if (seg < 1 || seg != 4 + 2 * (size_t)b[0] || b[0] < 1 || b[0] > w->ncomp)
+        return JPEG_CORRUPT("bad scan header", at);
+    size_t ns = b[0];
+    unsigned ss = b[1 + 2 * ns], se = b[2 + 2 * ns], ah = b[3 + 2 * ns] >> 4;
+    int dc = !w->progressive || (ss == 0 && ah == 0), ac = !w->progressive || ss > 0;
+    for (size_t i = 0; i < ns; i++) {
+        unsigned sel = b[2 + 2 * i], td = sel >> 4, ta = sel & 15, c;
+        for (c = 0; c < w->ncomp && w->id[c] != b[1 + 2 * i]; c++) {}
+        if (c == w->ncomp) return JPEG_CORRUPT("scan of a component not in the frame", at);
+        if ((dc && (td > 3 || !(w->huff >> td & 1))) || (ac && (ta > 3 || !(w->huff >> (4 + ta) & 1))))
+            return JPEG_CORRUPT("scan uses an undefined Huffman table", at);
+        if (!(w->quant >> w->tq[c] & 1)) return JPEG_CORRUPT("scan uses an undefined quantisation table", at);
+        if (!w->progressive) w->cover[c] = ~(uint64_t)0;
+        else if (ah == 0 && ss <= se && se <= 63)
+            w->cover[c] |= (se == 63 ? ~(uint64_t)0 : ((uint64_t)1 << (se + 1)) - 1) & ~(((uint64_t)1 << ss) - 1);
+    }
+    return FID_OK;
+}
+
 static int walk_jpeg(const unsigned char *b, size_t n, char *err)
 {
     size_t p = 2;
-    int rc;
+    jpeg_walk w;
+    int rc = FID_OK;
+    memset(&w, 0, sizeof w);
     for (;;) {
         if (p >= n) return FAIL(FID_EFORMAT, "truncated JPEG: no end-of-image marker");
         if (b[p] != 0xff) return FAIL(FID_EFORMAT, "corrupt JPEG: expected a marker at byte %zu", p);
         while (p < n && b[p] == 0xff) p++;
         if (p >= n) return FAIL(FID_EFORMAT, "truncated JPEG: no end-of-image marker");
         unsigned m = b[p++];
-        if (m == 0xd9) return FID_OK;
+        if (m == 0xd9) break;
         if (m == 0x01 || (m >= 0xd0 && m <= 0xd7)) continue; /* no length */
         if (m == 0x00 || m == 0xd8)
             return FAIL(FID_EFORMAT, "corrupt JPEG: marker 0xFF%02X at byte %zu", m, p - 2);
@@ -128,7 +224,11 @@ static int walk_jpeg(const unsigned char *b, size_t n, char *err)
         if (seg > n - p)
             return FAIL(FID_EFORMAT, "truncated JPEG: segment 0xFF%02X at byte %zu needs %zu bytes, %zu remain",
                         m, p - 2, seg, n - p);
-        if (is_sof(m) && seg >= 7 && (rc = check_dims(be16(b + p + 5), be16(b + p + 3), err))) return rc;
+        if (is_sof(m)) rc = jpeg_sof(&w, m, b + p + 2, seg - 2, p + 2, err);
+        else if (m == 0xc4) rc = jpeg_dht(&w, b + p + 2, seg - 2, p + 2, err);
+        else if (m == 0xdb) rc = jpeg_dqt(&w, b + p + 2, seg - 2, p + 2, err);
+        else if (m == 0xda) rc = jpeg_sos(&w, b + p + 2, seg - 2, p + 2, err);
+        if (rc) return rc;
         p += seg;
         if (m != 0xda) continue;
         for (;;) {
@@ -141,6 +241,11 @@ static int walk_jpeg(const unsigned char *b, size_t n, char *err)
             p++;
         }
     }
+    if (!w.frames) return FAIL(FID_EFORMAT, "corrupt JPEG: no frame header");
+    for (unsigned c = 0; c < w.ncomp; c++)
+        if (w.cover[c] != ~(uint64_t)0)
+            return FAIL(FID_EFORMAT, "corrupt JPEG: component %u is not fully coded by its scans", c + 1);
+    return FID_OK;
 }
 
 /* GIF sub-blocks: (size, bytes) until a zero size */

@@ -123,13 +123,15 @@ static void nop_job(void *ctx, size_t b, size_t e)
 static int l_pool_overhead(lua_State *L)
 {
     lua_Integer jobs = luaL_checkinteger(L, 1);
+    if (jobs < 1 || jobs > 10000000)
+        return luaL_error(L, "nn._pool_overhead: jobs must be 1..10000000, got %I", jobs);
     fid_pool *p = state_pool(L);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (lua_Integer i = 0; i < jobs; i++) fid_pool_for(p, (size_t)fid_pool_size(p), nop_job, NULL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     lua_pushnumber(L, ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)) /
-                          (double)(jobs > 0 ? jobs : 1));
+                          (double)jobs);
     return 1;
 }
 
