@@ -596,7 +596,7 @@ int fid_cache_writer_finish(fid_cache_writer *w, char *err)
     put_le(h + 88, w->pix_hash, 8);
     uint64_t sum = fnv1a(fnv1a(fnv1a(FNV_OFFSET, h, 120), table, (size_t)tab_bytes), w->s, w->slen);
     put_le(h + 120, sum, 8);
-    int ok = fwrite(table, 1, (size_t)tab_bytes, w->f) == tab_bytes && fwrite(w->s, 1, w->slen, w->f) == w->slen &&
+    int ok = fwrite(table, 1, (size_t)tab_bytes, w->f) == tab_bytes && (w->slen == 0 || fwrite(w->s, 1, w->slen, w->f) == w->slen) &&
              fseek(w->f, 0, SEEK_SET) == 0 && fwrite(h, 1, sizeof h, w->f) == sizeof h && fflush(w->f) == 0;
     free(table);
     if (ok) {

@@ -3,12 +3,14 @@
  * loop; anything else walks a cursor in row-major order. Reductions
  * accumulate in double so sums of millions of floats stay exact enough.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "faceid.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 int fid_shape_numel(size_t *numel, int n, const size_t *size, char *err)
 {
@@ -88,19 +90,46 @@ int fid_tensor_same_shape(const fid_tensor *a, const fid_tensor *b)
     return 1;
 }
 
+/* Buffers of FID_ALLOC_MAP bytes and more are mapped on their own, so
+   freeing one gives its memory back to the system at once (a heap would keep
+   it for reuse: after a model is dropped and collected, the process would
+   still hold its arenas). Smaller ones come from the heap. Either way a
+   64-byte header in front records how to free it, and the data starts on a
+   64-byte line: whole cache lines, and what AVX-512 loads like. */
+#define FID_ALLOC_MAP ((size_t)1 << 20)
+#define FID_ALLOC_HEAD 64
+
 float *fid_alloc(size_t n)
 {
-    void *p = NULL;
     if (n == 0) n = 1;
-    if (n > SIZE_MAX / sizeof(float)) return NULL;
-    /* 64-byte alignment: whole cache lines, and what AVX-512 loads like */
-    if (posix_memalign(&p, 64, n * sizeof(float)) != 0) return NULL;
-    return p;
+    if (n > (SIZE_MAX - FID_ALLOC_HEAD - 4096) / sizeof(float)) return NULL;
+    size_t bytes = n * sizeof(float) + FID_ALLOC_HEAD;
+    unsigned char *base;
+    if (bytes >= FID_ALLOC_MAP) {
+        bytes = (bytes + 4095) & ~(size_t)4095;
+        void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) return NULL;
+        base = m;
+    } else {
+        void *p = NULL;
+        if (posix_memalign(&p, FID_ALLOC_HEAD, bytes) != 0) return NULL;
+        base = p;
+        bytes = 0; /* 0: from the heap */
+    }
+    memcpy(base, &bytes, sizeof bytes);
+    return (float *)(void *)(base + FID_ALLOC_HEAD);
 }
 
 void fid_free(float *p)
 {
-    free(p);
+    if (!p) return;
+    unsigned char *base = (unsigned char *)(void *)p - FID_ALLOC_HEAD;
+    size_t bytes;
+    memcpy(&bytes, base, sizeof bytes);
+    if (bytes)
+        munmap(base, bytes);
+    else
+        free(base);
 }
 
 /* ---- row-major cursor over a strided tensor ----------------------------- */

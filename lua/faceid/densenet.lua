@@ -126,6 +126,16 @@ local config_keys = { "growth", "blocks", "bottleneck", "compression", "stem", "
 -- where training stands). Returns true, or nil and a message.
 function methods.save(net, path, extra)
   if type(path) ~= "string" then error("DenseNet:save: path must be a string", 2) end
+  if extra ~= nil then
+    if type(extra) ~= "table" then
+      error(("DenseNet:save: extra must be a table {tensors=, dtypes=, metadata=}, got %s"):format(type(extra)), 2)
+    end
+    for _, k in ipairs({ "tensors", "dtypes", "metadata" }) do
+      if extra[k] ~= nil and type(extra[k]) ~= "table" then
+        error(("DenseNet:save: extra.%s must be a table, got %s"):format(k, type(extra[k])), 2)
+      end
+    end
+  end
   local tensors, dtypes = net:state()
   local scalars = {}
   for name in pairs(dtypes) do scalars[name] = true end
@@ -224,10 +234,16 @@ end
 -- exact shape; nothing is changed unless all of them are.
 function methods.load_state(net, tensors, fname)
   fname = fname or "DenseNet:load_state"
+  if type(tensors) ~= "table" then
+    error(("%s: expected a table of tensors (name -> tensor), got %s"):format(fname, type(tensors)), 2)
+  end
   local own = net:state()
   for name, t in pairs(own) do
     local src = tensors[name]
     if not src then error(("%s: missing tensor '%s'"):format(fname, name), 2) end
+    if not core.is_tensor(src) then
+      error(("%s: '%s' must be a tensor, got %s"):format(fname, name, type(src)), 2)
+    end
     local a, b = table.concat(t:size(), "x"), table.concat(src:size(), "x")
     if a ~= b then
       error(("%s: tensor '%s' has shape %s but the network expects %s"):format(fname, name, b, a), 2)

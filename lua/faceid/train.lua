@@ -334,8 +334,14 @@ train_loop = function(o, D)
 
   local log
   if o.out and root then
-    os.execute("mkdir -p '" .. o.out .. "'")
-    log = assert(io.open(o.out .. "/log.csv", resumed and "a" or "w"))
+    -- the output folder is made and checked before any step runs
+    os.execute("mkdir -p -- '" .. o.out:gsub("'", "'\\''") .. "' 2>/dev/null")
+    local f, why = io.open(o.out .. "/log.csv", resumed and "a" or "w")
+    if not f then
+      error(("faceid.train: cannot write to output folder '%s': %s"):format(o.out,
+        (tostring(why):gsub("^.-: ([^:]+)$", "%1"))), 0)
+    end
+    log = f
     if not resumed then log:write("step,epoch,loss,lr,beta1,images_per_s,val_auc,val_accuracy\n") end
   end
 
