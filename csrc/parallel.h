@@ -10,10 +10,11 @@
  * results do not depend on each other (channels, planes, rows) and keeps
  * every sum inside one item.
  *
- * Workers wait passively between jobs: a 20 us poll, then a condition
- * variable, so they leave the cores to BLAS's own threads while a gemm
- * runs. The caller waits for the last chunk by yielding its core (see
- * parallel.c for why and for the measurements).
+ * Workers wait between jobs by polling for 1 ms, then on a condition
+ * variable; the pool threads the gemms itself (fid_gemm_pool), so no BLAS
+ * worker needs the core meanwhile. The caller waits for the last chunk by
+ * polling, then yielding its core (see parallel.c for why and for the
+ * measurements).
  *
  * A NULL pool, a pool of one thread, n < 2, a call made from inside a job
  * of the same pool and a call while another thread's job is running all
