@@ -52,29 +52,7 @@ local function mpi_missing()
   return nil
 end
 
--- a folder tree of synthetic people: each has its own blob pattern, each
--- photo shifts and re-lights it a little
-local function synthetic_tree(dir, people, photos, size)
-  local g = faceid.Generator(123)
-  for p = 1, people do
-    os.execute(("mkdir -p '%s/p%d'"):format(dir, p))
-    local cx, cy, r = g:uniform(5, size - 5), g:uniform(5, size - 5), g:uniform(2, 5)
-    local tone = { g:uniform(0.2, 1), g:uniform(0.2, 1), g:uniform(0.2, 1) }
-    for k = 1, photos do
-      local img = faceid.zeros(3, size, size)
-      local dx, dy = g:normal(0, 0.7), g:normal(0, 0.7)
-      for c = 1, 3 do
-        for y = 1, size do
-          for x = 1, size do
-            local d2 = (x - cx - dx) ^ 2 + (y - cy - dy) ^ 2
-            img:set(c, y, x, math.min(1, tone[c] * math.exp(-d2 / (2 * r * r)) + 0.05 * g:uniform()))
-          end
-        end
-      end
-      assert(faceid.image.save(img, ("%s/p%d/%d.png"):format(dir, p, k)))
-    end
-  end
-end
+local synthetic_tree = helper.synthetic_tree
 
 local function count(s, pattern)
   local n = 0

@@ -148,4 +148,29 @@ end
 --- True under `make sanitize` (slow specs may shrink their sizes).
 M.sanitize = os.getenv("FACEID_SANITIZE") == "1"
 
+-- a folder tree of synthetic people: each has its own blob pattern, each
+-- photo shifts and re-lights it a little (enough to train on, quickly)
+function M.synthetic_tree(dir, people, photos, size)
+  local faceid = require("faceid")
+  local g = faceid.Generator(123)
+  for p = 1, people do
+    os.execute(("mkdir -p '%s/p%d'"):format(dir, p))
+    local cx, cy, r = g:uniform(5, size - 5), g:uniform(5, size - 5), g:uniform(2, 5)
+    local tone = { g:uniform(0.2, 1), g:uniform(0.2, 1), g:uniform(0.2, 1) }
+    for k = 1, photos do
+      local img = faceid.zeros(3, size, size)
+      local dx, dy, light = g:normal(0, 0.7), g:normal(0, 0.7), g:uniform(0.8, 1.2)
+      for c = 1, 3 do
+        for y = 1, size do
+          for x = 1, size do
+            local d2 = (x - cx - dx) ^ 2 + (y - cy - dy) ^ 2
+            img:set(c, y, x, math.min(1, tone[c] * light * math.exp(-d2 / (2 * r * r)) + 0.05 * g:uniform()))
+          end
+        end
+      end
+      assert(faceid.image.save(img, ("%s/p%d/%d.png"):format(dir, p, k)))
+    end
+  end
+end
+
 return M

@@ -33,20 +33,7 @@ Prepared.__index = Prepared
 Prepared.__name = "faceid.cache.Prepared"
 M.Prepared = Prepared
 
-local function check_opts(fname, opts, allowed)
-  if opts == nil then
-    return {}
-  end
-  if type(opts) ~= "table" then
-    error(("%s: opts must be a table, got %s"):format(fname, type(opts)), 3)
-  end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      error(("%s: unknown option '%s'"):format(fname, tostring(k)), 3)
-    end
-  end
-  return opts
-end
+local check_opts = require("faceid.data")._check_opts
 
 local function check_dataset(fname, ds)
   if type(ds) ~= "table" or type(ds.path) ~= "function" or type(ds.identity) ~= "function" then

@@ -46,7 +46,7 @@ local function check_opts(fname, opts, allowed)
   end
   return opts
 end
-M._check_opts = check_opts -- shared with faceid.pairs
+M._check_opts = check_opts -- shared with faceid.pairs and faceid.cache
 
 local function check_string(fname, what, v)
   if type(v) ~= "string" then
