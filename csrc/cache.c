@@ -536,23 +536,6 @@ int fid_cache_writer_add(fid_cache_writer *w, size_t n, const char *const *paths
     return rc;
 }
 
-/* best effort: makes the rename itself durable (as faceid.save does) */
-static void sync_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    size_t n = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
-    char *dir = malloc(n + 1);
-    if (!dir) return;
-    memcpy(dir, slash ? path : ".", n);
-    dir[n] = '\0';
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 int fid_cache_writer_finish(fid_cache_writer *w, char *err)
 {
     unsigned char h[FID_CACHE_HEADER], *table;
@@ -617,6 +600,6 @@ int fid_cache_writer_finish(fid_cache_writer *w, char *err)
     }
     if (!ok) return FAIL(FID_EIO, "cannot write '%s': %s the temporary file failed: %s", w->path, step, strerror(e));
     w->done = 1;
-    sync_dir(w->path);
+    fid_sync_dir(w->path);
     return FID_OK;
 }

@@ -55,6 +55,10 @@ void fid_tensor_init(fid_tensor *t, float *data, int ndim, const size_t *size);
 size_t fid_tensor_numel(const fid_tensor *t);
 int fid_tensor_is_contiguous(const fid_tensor *t);
 int fid_tensor_same_shape(const fid_tensor *a, const fid_tensor *b);
+/* best effort: fsync the folder holding `path`, so that a rename into it
+   (an atomic write: temporary file, fsync, rename) survives a crash */
+void fid_sync_dir(const char *path);
+
 /* aligned buffer of n floats, NULL on failure; free with fid_free */
 float *fid_alloc(size_t n);
 void fid_free(float *p);

@@ -864,8 +864,7 @@ static int build_header(sbuf *b, const fid_st_item *const *order, size_t n, cons
     return FID_OK;
 }
 
-/* best effort: makes the rename itself durable */
-static void sync_dir(const char *path)
+void fid_sync_dir(const char *path)
 {
     const char *slash = strrchr(path, '/');
     size_t n = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
@@ -918,7 +917,7 @@ static int write_file(const char *path, const sbuf *hdr, const fid_st_item *cons
     if (closed != 0) goto undo;
     step = "renaming the temporary file";
     if (rename(tmp, path) != 0) goto undo;
-    sync_dir(path);
+    fid_sync_dir(path);
     free(tmp);
     return FID_OK;
 undo:
