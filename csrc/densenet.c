@@ -35,7 +35,6 @@ typedef struct dblock {
     bn_ref tn;
     int tconv;         /* (cout, ctot, 1, 1) */
     size_t cout;
-    float *pooled;     /* (N, ctot, H/2, W/2) relu(bn(buf)) pooled, kept */
     double *smean, *svar; /* (ctot) batch statistics of each feature channel: a
                              channel never changes once written, so every batch
                              norm that reads it shares them (training forward) */
@@ -76,7 +75,7 @@ struct fid_densenet {
     /* training arena */
     size_t cap_train;
     float *train_arena;
-    float *x, *y0, *dfeat;
+    float *x, *dfeat;
 };
 
 /* ---- configuration -------------------------------------------------------- */
@@ -267,7 +266,7 @@ static void plan(fid_densenet *net)
     const size_t k = (size_t)c->growth, bw = (size_t)c->bottleneck * k;
     const size_t S = (size_t)c->input, hw0 = net->H0 * net->W0;
     size_t act = net->c0 * hw0, mid = 1, train = 0;
-    train += (size_t)c->channels * S * S + net->c0 * hw0; /* x, y0 */
+    train += (size_t)c->channels * S * S; /* x */
     for (int b = 0; b < c->nblocks; b++) {
         const dblock *blk = &net->blocks[b];
         size_t hw = blk->H * blk->W;
@@ -355,7 +354,6 @@ static size_t carve_train(fid_densenet *net, float *base, size_t n)
     size_t used = 0;
     float *p = base;
     net->x = take(&p, &used, n * (size_t)c->channels * S * S);
-    net->y0 = take(&p, &used, n * net->c0 * net->H0 * net->W0);
     net->dfeat = take(&p, &used, n * net->C5);
     /* feature gradients: backward walks the blocks last to first and the
        transition between blocks b-1 and b reads block b's gradient while it
@@ -373,7 +371,6 @@ static size_t carve_train(fid_densenet *net, float *base, size_t n)
         size_t hw = blk->H * blk->W;
         blk->dbuf = dregion[b % 2];
         for (int l = 0; l < blk->L; l++) blk->layers[l].y1 = take(&p, &used, n * bw * hw);
-        if (blk->has_trans) blk->pooled = take(&p, &used, n * blk->ctot * (blk->H / 2) * (blk->W / 2));
     }
     return used;
 }
@@ -715,8 +712,9 @@ static void stem_forward(fid_densenet *net, const float *in, size_t n, int tr)
     const dblock *b0 = &net->blocks[0];
     const size_t ns0 = b0->ctot * b0->H * b0->W;
     fid_conv2d_shape cs = stem_conv_shape(net, n);
-    /* in evaluation the normalisation runs in place over the conv output */
-    float *y0 = tr ? net->y0 : net->s1;
+    /* the normalisation runs in place over the conv output; training
+       recomputes that output in backward rather than keep it */
+    float *y0 = net->s1;
     fid_conv2d_forward(y0, in, P(net, net->conv0), NULL, &cs, net->ws);
     if (net->cfg.stem == FID_STEM_IMAGENET) {
         fid_pool2d_shape ps = maxpool_shape(net, n);
@@ -748,7 +746,7 @@ static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
 static void trans_forward(fid_densenet *net, dblock *blk, dblock *next, size_t n, int tr)
 {
     fid_pool2d_shape ps = trans_pool_shape(net, blk, n);
-    float *pooled = tr ? blk->pooled : net->s2;
+    float *pooled = net->s2; /* recomputed in backward */
     fid_conv2d_shape cs = conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
                                      next->ctot * next->H * next->W);
     bn_forward_block(net, blk, &blk->tn, net->s1, n, tr);
@@ -892,8 +890,11 @@ static void trans_backward(fid_densenet *net, dblock *blk, dblock *next, size_t 
     fid_pool2d_shape ps = trans_pool_shape(net, blk, n);
     fid_conv2d_shape cs = conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
                                      next->ctot * next->H * next->W);
-    fid_conv2d_backward(net->s2, G(net, blk->tconv), NULL, next->dbuf, blk->pooled,
-                        P(net, blk->tconv), &cs, net->ws);
+    /* the conv's input, avgpool(relu(bn(features))), recomputed */
+    bn_relu_apply(net, &blk->tn, net->s1, blk->buf, 0, n, blk->H, blk->W);
+    fid_avgpool2d_forward(net->s3, net->s1, &ps);
+    fid_conv2d_backward(net->s2, G(net, blk->tconv), NULL, next->dbuf, net->s3, P(net, blk->tconv), &cs,
+                        net->ws);
     fid_avgpool2d_backward(net->s4, net->s2, &ps);
     bn_relu_backward(net, &blk->tn, blk->dbuf, 0, 1, net->s4, 0, blk->buf, 0, n, blk->H, blk->W);
 }
@@ -903,13 +904,16 @@ static void stem_backward(fid_densenet *net, float *din, size_t n)
     dblock *b0 = &net->blocks[0];
     const size_t ns0 = b0->ctot * b0->H * b0->W;
     fid_conv2d_shape cs = stem_conv_shape(net, n);
+    /* the stem conv's output y0, recomputed into s1 (bitwise the forward's) */
+    fid_conv2d_forward(net->s1, net->x, P(net, net->conv0), NULL, &cs, net->ws);
     if (net->cfg.stem == FID_STEM_IMAGENET) {
         fid_pool2d_shape ps = maxpool_shape(net, n);
-        fid_maxpool2d_backward(net->s1, b0->dbuf, net->idx0, &ps);
-        bn_relu_backward(net, &net->n0, net->s4, 0, 1, net->s1, 0, net->y0, 0, n, net->H0, net->W0);
+        fid_maxpool2d_backward(net->s4, b0->dbuf, net->idx0, &ps);
+        /* in place: din = dout = s4 */
+        bn_relu_backward(net, &net->n0, net->s4, 0, 1, net->s4, 0, net->s1, 0, n, net->H0, net->W0);
     } else {
         /* the block buffer holds relu(bn0(y0)) itself */
-        bn_relu_backward(net, &net->n0, net->s4, 0, 1, b0->dbuf, ns0, net->y0, 0, n, net->H0, net->W0);
+        bn_relu_backward(net, &net->n0, net->s4, 0, 1, b0->dbuf, ns0, net->s1, 0, n, net->H0, net->W0);
     }
     fid_conv2d_backward(din, G(net, net->conv0), NULL, net->s4, net->x, P(net, net->conv0), &cs, net->ws);
 }

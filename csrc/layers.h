@@ -166,7 +166,9 @@ void fid_batchnorm2d_apply(float *out, const float *in, const float *mean, const
    ...; dout (N, C, H, W); in: the forward input; mean, invstd: what the
    forward saved; `training` as in the forward (training differentiates
    through the batch statistics, eval treats them as constants). din must
-   not overlap dout or in. s->relu is not read. */
+   not overlap in; it may be dout itself (same pointer and batch strides)
+   when din_overwrite is set, and must not overlap it otherwise (each
+   element of dout is read before din's is written). s->relu is not read. */
 void fid_batchnorm2d_backward(float *din, float *dgamma, float *dbeta, const float *dout,
                               const float *in, const float *gamma, const float *mean,
                               const float *invstd, const fid_batchnorm2d_shape *s, int training);
@@ -174,7 +176,8 @@ void fid_batchnorm2d_backward(float *din, float *dgamma, float *dbeta, const flo
    the ReLU's OUTPUT; where the recomputed pre-activation (in - mean) *
    scale + beta is not > 0 it counts as 0. Equal, bitwise, to zeroing dout
    where the forward's output is 0 and calling fid_batchnorm2d_backward,
-   without the mask pass and without keeping the output. */
+   without the mask pass and without keeping the output. din may be dout
+   as in fid_batchnorm2d_backward. */
 void fid_batchnorm2d_relu_backward(float *din, float *dgamma, float *dbeta, const float *dout,
                                    const float *in, const float *gamma, const float *beta,
                                    const float *mean, const float *invstd,

@@ -561,10 +561,18 @@ static int l_batchnorm2d_backward(lua_State *L)
     s.out_nstride = s.dout_nstride;
     bn_shape(L, fname, x, &s, 0.1, 1e-5); /* momentum and eps are not used backward */
     s.din_overwrite = lua_toboolean(L, 9);
-    const fid_tensor *ts[] = {dx, dg, db, dy, x, g, save, b};
+    /* with overwrite_dx the input gradient may be the output gradient itself
+       (the same view): each element is read before it is written */
+    const int in_place = dx && s.din_overwrite && same_view(dx, dy);
+    const fid_tensor *ts[] = {dx, dg, db, in_place ? NULL : dy, x, g, save, b};
     const char *names[] = {"the input gradient", "the weight gradient", "the bias gradient",
                            "the output gradient", "the input", "the weight", "save", "the bias"};
     check_disjoint(L, fname, 3, 8, ts, names);
+    if (in_place) {
+        const fid_tensor *ws[] = {dg, db, dy};
+        const char *wn[] = {"the weight gradient", "the bias gradient", "the output gradient"};
+        check_disjoint(L, fname, 2, 3, ws, wn);
+    }
     if (relu)
         fid_batchnorm2d_relu_backward(data_or_null(dx), data_or_null(dg), data_or_null(db), dy->data, x->data,
                                       data_or_null(g), data_or_null(b), save->data, save->data + s.C, &s,

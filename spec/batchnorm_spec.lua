@@ -293,6 +293,27 @@ describe("nn.batchnorm2d fused with relu", function()
     end)
   end
 
+  it("relu backward may overwrite the output gradient with the input gradient in place", function()
+    local gen = faceid.Generator(31)
+    local x = faceid.randn(gen, 3, 4, 5, 5)
+    local gamma, beta = faceid.randn(gen, 4), faceid.randn(gen, 4)
+    local _, save = nn.batchnorm2d(x, gamma, beta, faceid.zeros(4), faceid.ones(4), { relu = true })
+    local dy = faceid.randn(gen, 3, 4, 5, 5)
+    for _, training in ipairs({ true, false }) do
+      local dx, dg, db = faceid.zeros(3, 4, 5, 5), faceid.zeros(4), faceid.zeros(4)
+      nn.batchnorm2d_relu_backward(dy, x, gamma, beta, save, { training = training }, dx, dg, db)
+      local d, dg2, db2 = dy:clone(), faceid.zeros(4), faceid.zeros(4)
+      nn.batchnorm2d_relu_backward(d, x, gamma, beta, save, { training = training, overwrite_dx = true }, d, dg2,
+        db2)
+      assert.is_true(d:equal(dx))
+      assert.is_true(dg2:equal(dg) and db2:equal(db))
+    end
+    -- only as the same view, and only when overwriting
+    local d = dy:clone()
+    fails_with("the input gradient overlaps the output gradient", nn.batchnorm2d_relu_backward, d, x, gamma, beta,
+      save, {}, d)
+  end)
+
   it("relu backward reads and writes channel slices", function()
     local g = faceid.Generator(67)
     local n, c, h, w = 2, 3, 4, 5
