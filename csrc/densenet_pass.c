@@ -1,0 +1,383 @@
+/* densenet_pass.c - the network's forward and backward passes over the
+ * arenas densenet.c plans: BN+ReLU glue, layer shapes, memory-efficient
+ * dense blocks (BN+ReLU outputs recomputed in backward), the evaluation
+ * split over threads. The layout and the memory plan are in densenet.h.
+ */
+#include "densenet_impl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- kernels glue ------------------------------------------------------------------ */
+
+/* BN + ReLU forward: out = relu(bn(in)), (N, C, H, W) with batch strides
+   out_ns, in_ns (0: contiguous); in training the batch statistics are saved
+   and the running ones updated */
+static void bn_forward(fid_densenet *net, const bn_ref *r, float *out, size_t out_ns,
+                       const float *in, size_t in_ns, size_t n, size_t H, size_t W, int training)
+{
+    char err[FID_ERRMAX];
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
+                               .out_nstride = out_ns, .eps = net->cfg.bn_eps,
+                               .momentum = net->cfg.bn_momentum, .relu = 1, .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    /* a part of an evaluation batch keeps its (unused) statistics to itself */
+    float *mean = net->bn_scratch ? net->bn_scratch : r->mean;
+    float *invstd = net->bn_scratch ? net->bn_scratch + r->C : r->invstd;
+    fid_batchnorm2d_forward(out, mean, invstd, B(net, r->rm), B(net, r->rv), in, P(net, r->w), P(net, r->b),
+                            &s, training);
+}
+
+/* bn_forward of the first r->C channels of a block's features (batch
+   stride ns); in training from the block's shared channel statistics */
+static void bn_forward_block(fid_densenet *net, const dblock *blk, const bn_ref *r, float *out, size_t n,
+                             int training)
+{
+    char err[FID_ERRMAX];
+    const size_t ns = blk->ctot * blk->H * blk->W;
+    if (!training) {
+        bn_forward(net, r, out, 0, blk->buf, ns, n, blk->H, blk->W, 0);
+        return;
+    }
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = blk->H, .W = blk->W, .in_nstride = ns,
+                               .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum, .relu = 1,
+                               .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_forward_with(out, r->mean, r->invstd, B(net, r->rm), B(net, r->rv), blk->smean,
+                                 blk->svar, blk->buf, P(net, r->w), P(net, r->b), &s);
+}
+
+/* the shared statistics of block channels c0..c1 (training) */
+static void block_stats(fid_densenet *net, dblock *blk, size_t c0, size_t c1, size_t n)
+{
+    char err[FID_ERRMAX];
+    const size_t hw = blk->H * blk->W;
+    fid_batchnorm2d_shape s = {.N = n, .C = c1 - c0, .H = blk->H, .W = blk->W, .in_nstride = blk->ctot * hw,
+                               .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum, .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_batch_stats(blk->smean + c0, blk->svar + c0, blk->buf + c0 * hw, &s);
+}
+
+/* out (N, C, H, W) contiguous = relu(bn(in)) from the saved statistics,
+   bitwise the forward's: the recomputation that replaces storing it */
+static void bn_relu_apply(fid_densenet *net, const bn_ref *r, float *out, const float *in,
+                          size_t in_ns, size_t n, size_t H, size_t W)
+{
+    char err[FID_ERRMAX];
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
+                               .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum,
+                               .relu = 1, .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_apply(out, in, r->mean, r->invstd, P(net, r->w), P(net, r->b), &s);
+}
+
+/* backward of relu(bn(in)) from dout = dL/d(its output); din is written
+   (overwrite) or added to; the ReLU mask is re-derived from in */
+static void bn_relu_backward(fid_densenet *net, const bn_ref *r, float *din, size_t din_ns,
+                             int overwrite, const float *dout, size_t dout_ns, const float *in,
+                             size_t in_ns, size_t n, size_t H, size_t W)
+{
+    char err[FID_ERRMAX];
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
+                               .out_nstride = dout_ns, .din_nstride = din_ns ? din_ns : in_ns,
+                               .dout_nstride = dout_ns, .eps = net->cfg.bn_eps,
+                               .momentum = net->cfg.bn_momentum, .din_overwrite = overwrite,
+                               .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    fid_batchnorm2d_relu_backward(din, G(net, r->w), G(net, r->b), dout, in, P(net, r->w),
+                                  P(net, r->b), r->mean, r->invstd, &s, 1);
+}
+
+/* every conv's backward overwrites din: each input gradient is a fresh
+   buffer, so nothing has to be zeroed first */
+fid_conv2d_shape dn_conv_shape(const fid_densenet *net, size_t n, size_t C, size_t H, size_t W,
+                                   size_t OC, size_t K, size_t stride, size_t pad, size_t in_ns,
+                                   size_t out_ns)
+{
+    char err[FID_ERRMAX];
+    fid_conv2d_shape s = {.N = n, .C = C, .H = H, .W = W, .OC = OC, .KH = K, .KW = K,
+                          .stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad,
+                          .in_nstride = in_ns, .out_nstride = out_ns, .din_overwrite = 1,
+                          .pool = net->pool};
+    fid_conv2d_check(&s, err);
+    return s;
+}
+
+fid_conv2d_shape dn_stem_conv_shape(const fid_densenet *net, size_t n)
+{
+    const fid_densenet_config *c = &net->cfg;
+    int big = c->stem == FID_STEM_IMAGENET;
+    return dn_conv_shape(net, n, (size_t)c->channels, (size_t)c->input, (size_t)c->input, net->c0,
+                      big ? 7 : 3, big ? 2 : 1, big ? 3 : 1, 0, 0);
+}
+
+static fid_pool2d_shape maxpool_shape(const fid_densenet *net, size_t n)
+{
+    char err[FID_ERRMAX];
+    const dblock *b0 = &net->blocks[0];
+    fid_pool2d_shape s = {.N = n, .C = net->c0, .H = net->H0, .W = net->W0, .KH = 3, .KW = 3,
+                          .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1,
+                          .out_nstride = b0->ctot * b0->H * b0->W, .din_overwrite = 1,
+                          .pool = net->pool};
+    fid_pool2d_check(&s, err);
+    return s;
+}
+
+static fid_pool2d_shape trans_pool_shape(const fid_densenet *net, const dblock *blk, size_t n)
+{
+    char err[FID_ERRMAX];
+    fid_pool2d_shape s = {.N = n, .C = blk->ctot, .H = blk->H, .W = blk->W, .KH = 2, .KW = 2,
+                          .stride_h = 2, .stride_w = 2, .din_overwrite = 1, .pool = net->pool};
+    fid_pool2d_check(&s, err);
+    return s;
+}
+
+static fid_pool2d_shape head_pool_shape(const fid_densenet *net, size_t n)
+{
+    char err[FID_ERRMAX];
+    const dblock *last = &net->blocks[net->cfg.nblocks - 1];
+    fid_pool2d_shape s = {.N = n, .C = net->C5, .H = last->H, .W = last->W, .din_overwrite = 1,
+                          .pool = net->pool};
+    fid_global_avgpool_check(&s, err);
+    return s;
+}
+
+static fid_linear_shape head_linear_shape(const fid_densenet *net, size_t n)
+{
+    char err[FID_ERRMAX];
+    fid_linear_shape s = {.N = n, .IN = net->C5, .OUT = (size_t)net->cfg.embedding, .pool = net->pool};
+    fid_linear_check(&s, err);
+    return s;
+}
+
+/* ---- forward -------------------------------------------------------------------------- */
+
+static void stem_forward(fid_densenet *net, const float *in, size_t n, int tr)
+{
+    const dblock *b0 = &net->blocks[0];
+    const size_t ns0 = b0->ctot * b0->H * b0->W;
+    fid_conv2d_shape cs = dn_stem_conv_shape(net, n);
+    /* the normalisation runs in place over the conv output; training
+       recomputes that output in backward rather than keep it */
+    float *y0 = net->s1;
+    fid_conv2d_forward(y0, in, P(net, net->conv0), NULL, &cs, net->ws);
+    if (net->cfg.stem == FID_STEM_IMAGENET) {
+        fid_pool2d_shape ps = maxpool_shape(net, n);
+        bn_forward(net, &net->n0, net->s1, 0, y0, 0, n, net->H0, net->W0, tr);
+        fid_maxpool2d_forward(b0->buf, net->idx0, net->s1, &ps);
+    } else {
+        bn_forward(net, &net->n0, b0->buf, ns0, y0, 0, n, net->H0, net->W0, tr);
+    }
+}
+
+static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
+{
+    const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
+    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    if (tr) block_stats(net, blk, 0, blk->c0, n);
+    for (int l = 0; l < blk->L; l++) {
+        dlayer *ly = &blk->layers[l];
+        float *y1 = tr ? ly->y1 : net->s3;
+        fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+        fid_conv2d_shape c2 = dn_conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        bn_forward_block(net, blk, &ly->n1, net->s1, n, tr);
+        fid_conv2d_forward(y1, net->s1, P(net, ly->conv1), NULL, &c1, net->ws);
+        bn_forward(net, &ly->n2, net->s2, 0, y1, 0, n, blk->H, blk->W, tr);
+        fid_conv2d_forward(blk->buf + ly->cin * hw, net->s2, P(net, ly->conv2), NULL, &c2, net->ws);
+        if (tr) block_stats(net, blk, ly->cin, ly->cin + k, n);
+    }
+}
+
+static void trans_forward(fid_densenet *net, dblock *blk, dblock *next, size_t n, int tr)
+{
+    fid_pool2d_shape ps = trans_pool_shape(net, blk, n);
+    float *pooled = net->s2; /* recomputed in backward */
+    fid_conv2d_shape cs = dn_conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
+                                     next->ctot * next->H * next->W);
+    bn_forward_block(net, blk, &blk->tn, net->s1, n, tr);
+    fid_avgpool2d_forward(pooled, net->s1, &ps);
+    fid_conv2d_forward(next->buf, pooled, P(net, blk->tconv), NULL, &cs, net->ws);
+}
+
+static void head_forward(fid_densenet *net, float *out, size_t n, int tr)
+{
+    const dblock *last = &net->blocks[net->cfg.nblocks - 1];
+    fid_pool2d_shape gs = head_pool_shape(net, n);
+    fid_linear_shape ls = head_linear_shape(net, n);
+    bn_forward_block(net, last, &net->n5, net->s1, n, tr);
+    fid_global_avgpool_forward(net->feat, net->s1, &gs);
+    fid_linear_forward(out, net->feat, P(net, net->cls_w), P(net, net->cls_b), &ls);
+}
+
+static void forward_all(fid_densenet *net, float *out, const float *in, size_t n, int tr)
+{
+    const fid_densenet_config *c = &net->cfg;
+    stem_forward(net, in, n, tr);
+    for (int b = 0; b < c->nblocks; b++) {
+        block_forward(net, &net->blocks[b], n, tr);
+        if (net->blocks[b].has_trans) trans_forward(net, &net->blocks[b], &net->blocks[b + 1], n, tr);
+    }
+    head_forward(net, out, n, tr);
+}
+
+typedef struct eval_job {
+    const fid_densenet *net;
+    float *out;
+    const float *in;
+    size_t n, parts;
+} eval_job;
+
+/* evaluation of images lo..hi of the batch by one thread: a copy of the
+   network's descriptor whose buffers point at those images' slices */
+static void eval_part(void *ctx, size_t b, size_t e)
+{
+    const eval_job *j = ctx;
+    const fid_densenet *net = j->net;
+    const fid_densenet_config *c = &net->cfg;
+    for (size_t t = b; t < e; t++) {
+        size_t lo, hi;
+        fid_pool_chunk(j->n, j->parts, t, &lo, &hi);
+        if (hi <= lo) continue;
+        fid_densenet v = *net;
+        v.s1 = net->s1 + lo * net->act_max;
+        v.s2 = net->s2 + lo * net->mid_max;
+        v.s3 = net->s3 + lo * net->mid_max;
+        v.s4 = net->s4 + lo * net->act_max;
+        v.feat = net->feat + lo * net->C5;
+        v.idx0 = net->idx0 + lo * net->idx_per;
+        v.ws = net->part_ws[t];
+        v.bn_scratch = net->part_stats[t];
+        for (int k = 0; k < c->nblocks; k++)
+            v.blocks[k].buf = net->blocks[k].buf + lo * net->blocks[k].ctot * net->blocks[k].H * net->blocks[k].W;
+        forward_all(&v, j->out + lo * (size_t)c->embedding,
+                    j->in + lo * (size_t)c->channels * (size_t)c->input * (size_t)c->input, hi - lo, 0);
+    }
+}
+
+int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t n, char *err)
+{
+    const fid_densenet_config *c = &net->cfg;
+    const int tr = net->training;
+    if (n == 0) {
+        snprintf(err, FID_ERRMAX, "empty batch");
+        return FID_EARG;
+    }
+    const dblock *last = &net->blocks[c->nblocks - 1];
+    if (tr && n * last->H * last->W < 2) {
+        snprintf(err, FID_ERRMAX, "training needs more than one value per channel for batch norm");
+        return FID_EARG;
+    }
+    if (dn_grow(net, n, 0, err) || (tr && dn_grow(net, n, 1, err))) return FID_ENOMEM;
+    net->have_forward = 0;
+    if (tr) memcpy(net->x, in, n * (size_t)c->channels * (size_t)c->input * (size_t)c->input * sizeof(float));
+    size_t parts = (size_t)fid_pool_size(net->pool);
+    if (parts > (size_t)net->eval_parts) parts = (size_t)net->eval_parts;
+    if (parts > n) parts = n;
+    if (tr || parts < 2) {
+        forward_all(net, out, tr ? net->x : in, n, tr);
+    } else {
+        /* evaluation: images are independent, so each thread runs the whole
+           network on its share with serial kernels and single-threaded BLAS */
+        eval_job j = {.net = net, .out = out, .in = in, .n = n, .parts = parts};
+        const int blas_threads = fid_get_num_threads();
+        if (blas_threads != 1) fid_set_num_threads(1);
+        fid_pool_for(net->pool, parts, eval_part, &j);
+        if (blas_threads != 1) fid_set_num_threads(blas_threads);
+    }
+    if (tr) {
+        net->batches++;
+        net->have_forward = 1;
+        net->last_n = n;
+    }
+    return FID_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------------- */
+/* Each block's feature gradient is first WRITTEN whole by the layer that
+   consumes the whole block (the head for the last block, the transition
+   for the others), then the dense layers add to it: no buffer is zeroed. */
+
+static void head_backward(fid_densenet *net, const float *dout, size_t n)
+{
+    dblock *last = &net->blocks[net->cfg.nblocks - 1];
+    fid_pool2d_shape gs = head_pool_shape(net, n);
+    fid_linear_shape ls = head_linear_shape(net, n);
+    memset(net->dfeat, 0, n * net->C5 * sizeof(float)); /* (N, C): small */
+    fid_linear_backward(net->dfeat, G(net, net->cls_w), G(net, net->cls_b), dout, net->feat,
+                        P(net, net->cls_w), &ls);
+    fid_global_avgpool_backward(net->s4, net->dfeat, &gs);
+    bn_relu_backward(net, &net->n5, last->dbuf, 0, 1, net->s4, 0, last->buf, 0, n, last->H, last->W);
+}
+
+static void block_backward(fid_densenet *net, dblock *blk, size_t n)
+{
+    const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
+    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    for (int l = blk->L - 1; l >= 0; l--) {
+        dlayer *ly = &blk->layers[l];
+        fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+        fid_conv2d_shape c2 = dn_conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        /* conv2 needs its input a2 = relu(bn2(y1)): recomputed into s2 */
+        bn_relu_apply(net, &ly->n2, net->s2, ly->y1, 0, n, blk->H, blk->W);
+        fid_conv2d_backward(net->s3, G(net, ly->conv2), NULL, blk->dbuf + ly->cin * hw, net->s2,
+                            P(net, ly->conv2), &c2, net->ws);
+        bn_relu_backward(net, &ly->n2, net->s2, 0, 1, net->s3, 0, ly->y1, 0, n, blk->H, blk->W);
+        /* conv1 needs a1 = relu(bn1(features)): recomputed into s1 */
+        bn_relu_apply(net, &ly->n1, net->s1, blk->buf, ns, n, blk->H, blk->W);
+        fid_conv2d_backward(net->s4, G(net, ly->conv1), NULL, net->s2, net->s1, P(net, ly->conv1),
+                            &c1, net->ws);
+        bn_relu_backward(net, &ly->n1, blk->dbuf, ns, 0, net->s4, 0, blk->buf, ns, n, blk->H, blk->W);
+    }
+}
+
+static void trans_backward(fid_densenet *net, dblock *blk, dblock *next, size_t n)
+{
+    fid_pool2d_shape ps = trans_pool_shape(net, blk, n);
+    fid_conv2d_shape cs = dn_conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
+                                     next->ctot * next->H * next->W);
+    /* the conv's input, avgpool(relu(bn(features))), recomputed */
+    bn_relu_apply(net, &blk->tn, net->s1, blk->buf, 0, n, blk->H, blk->W);
+    fid_avgpool2d_forward(net->s3, net->s1, &ps);
+    fid_conv2d_backward(net->s2, G(net, blk->tconv), NULL, next->dbuf, net->s3, P(net, blk->tconv), &cs,
+                        net->ws);
+    fid_avgpool2d_backward(net->s4, net->s2, &ps);
+    bn_relu_backward(net, &blk->tn, blk->dbuf, 0, 1, net->s4, 0, blk->buf, 0, n, blk->H, blk->W);
+}
+
+static void stem_backward(fid_densenet *net, float *din, size_t n)
+{
+    dblock *b0 = &net->blocks[0];
+    const size_t ns0 = b0->ctot * b0->H * b0->W;
+    fid_conv2d_shape cs = dn_stem_conv_shape(net, n);
+    /* the stem conv's output y0, recomputed into s1 (bitwise the forward's) */
+    fid_conv2d_forward(net->s1, net->x, P(net, net->conv0), NULL, &cs, net->ws);
+    if (net->cfg.stem == FID_STEM_IMAGENET) {
+        fid_pool2d_shape ps = maxpool_shape(net, n);
+        fid_maxpool2d_backward(net->s4, b0->dbuf, net->idx0, &ps);
+        /* in place: din = dout = s4 */
+        bn_relu_backward(net, &net->n0, net->s4, 0, 1, net->s4, 0, net->s1, 0, n, net->H0, net->W0);
+    } else {
+        /* the block buffer holds relu(bn0(y0)) itself */
+        bn_relu_backward(net, &net->n0, net->s4, 0, 1, b0->dbuf, ns0, net->s1, 0, n, net->H0, net->W0);
+    }
+    fid_conv2d_backward(din, G(net, net->conv0), NULL, net->s4, net->x, P(net, net->conv0), &cs, net->ws);
+}
+
+int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size_t n, char *err)
+{
+    if (!net->training || !net->have_forward) {
+        snprintf(err, FID_ERRMAX, "backward needs a training-mode forward first");
+        return FID_EARG;
+    }
+    if (n != net->last_n) {
+        snprintf(err, FID_ERRMAX, "gradient has %zu rows but the last forward had %zu", n, net->last_n);
+        return FID_EARG;
+    }
+    head_backward(net, dout, n);
+    for (int b = net->cfg.nblocks - 1; b >= 0; b--) {
+        block_backward(net, &net->blocks[b], n);
+        if (b > 0) trans_backward(net, &net->blocks[b - 1], &net->blocks[b], n);
+    }
+    stem_backward(net, din, n);
+    return FID_OK;
+}
