@@ -418,27 +418,9 @@ static const luaL_Reg functions[] = {
     {"cache_writer", l_writer}, {NULL, NULL}
 };
 
-static void new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction close,
-                     lua_CFunction tostring)
-{
-    luaL_newmetatable(L, name);
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__close");
-    if (tostring) {
-        lua_pushcfunction(L, tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
 void lfid_open_cache(lua_State *L)
 {
-    new_type(L, LFID_CACHE, cache_methods, c_close, c_tostring);
-    new_type(L, LFID_CACHE_WRITER, writer_methods, w_close, NULL);
+    lfid_new_type(L, LFID_CACHE, cache_methods, c_close, c_tostring, NULL, NULL);
+    lfid_new_type(L, LFID_CACHE_WRITER, writer_methods, w_close, NULL, NULL, NULL);
     luaL_setfuncs(L, functions, 0);
 }

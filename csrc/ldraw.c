@@ -293,16 +293,7 @@ static const luaL_Reg methods[] = {
 
 void lfid_open_draw(lua_State *L)
 {
-    luaL_newmetatable(L, LFID_CANVAS);
-    lua_pushcfunction(L, m_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, m_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, m_tostring);
-    lua_setfield(L, -2, "__tostring");
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lfid_new_type(L, LFID_CANVAS, methods, m_close, m_tostring, NULL, NULL);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, -2, "Canvas");
     lua_pushinteger(L, FID_CANVAS_MAX_SIDE);

@@ -45,6 +45,29 @@ static int l_memory(lua_State *L)
     return 2;
 }
 
+void lfid_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction close,
+                   lua_CFunction tostring, lua_CFunction index, lua_CFunction newindex)
+{
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+    if (tostring) {
+        lua_pushcfunction(L, tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    if (newindex) {
+        lua_pushcfunction(L, newindex);
+        lua_setfield(L, -2, "__newindex");
+    }
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    if (index) lua_pushcclosure(L, index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
 LUALIB_API int luaopen_faceid_core(lua_State *L)
 {
     lua_newtable(L);

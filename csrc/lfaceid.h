@@ -65,6 +65,14 @@ extern const luaL_Reg lfid_tensor_math_meta[];
 extern const luaL_Reg lfid_tensor_math_functions[];
 
 /* registration: each adds its functions to the table at the top of the stack */
+/* registers a userdata type: metatable `name` with __gc and __close =
+   close, __tostring and __newindex when given, and __index = the methods
+   table or, when `index` is given, a closure of index with that table as
+   its upvalue (for fields computed before the methods are looked up).
+   Leaves the stack as it was. */
+void lfid_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction close,
+                   lua_CFunction tostring, lua_CFunction index, lua_CFunction newindex);
+
 void lfid_open_tensor(lua_State *L);
 void lfid_open_generator(lua_State *L);
 void lfid_open_image(lua_State *L);

@@ -950,16 +950,7 @@ void lfid_open_layers(lua_State *L)
     lua_pushcfunction(L, pool_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
-    luaL_newmetatable(L, LFID_INDICES);
-    lua_pushcfunction(L, indices_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, indices_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, indices_tostring);
-    lua_setfield(L, -2, "__tostring");
-    luaL_newlib(L, indices_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lfid_new_type(L, LFID_INDICES, indices_methods, indices_gc, indices_tostring, NULL, NULL);
     /* a private table: lua/faceid/nn.lua is the documented interface */
     luaL_newlib(L, functions);
     lua_setfield(L, -2, "_nn");

@@ -278,19 +278,7 @@ static int m_newindex(lua_State *L)
 
 void lfid_open_loss(lua_State *L)
 {
-    luaL_newmetatable(L, LFID_LOSS);
-    lua_pushcfunction(L, m_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, m_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, m_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, m_newindex);
-    lua_setfield(L, -2, "__newindex");
-    luaL_newlib(L, methods);
-    lua_pushcclosure(L, m_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lfid_new_type(L, LFID_LOSS, methods, m_close, m_tostring, m_index, m_newindex);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, -2, "ContrastiveLoss");
 }
