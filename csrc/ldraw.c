@@ -265,23 +265,10 @@ static int m_save(lua_State *L)
 {
     const char *fname = "faceid.Canvas:save";
     fid_canvas *c = check_canvas(L, fname);
-    size_t plen;
-    const char *path = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &plen) : NULL;
     char err[FID_ERRMAX];
-    if (!path) return luaL_error(L, "%s: path must be a string, got %s", fname, luaL_typename(L, 2));
-    if (strlen(path) != plen) return luaL_error(L, "%s: path contains a zero byte", fname);
-    int fmt = fid_image_format_of(path);
-    if (fmt < 0)
-        return luaL_error(L, "%s: cannot tell the format of '%s' (use .png, .jpg, .jpeg or .bmp)", fname, path);
-    int rc = fid_canvas_save(c, path, fmt, err);
-    if (rc == FID_EIO) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", fname, err);
-        return 2;
-    }
-    if (rc) return lfid_error(L, fname, err);
-    lua_pushboolean(L, 1);
-    return 1;
+    const char *path;
+    int fmt = lfid_image_path(L, 2, fname, &path);
+    return lfid_save_result(L, fname, fid_canvas_save(c, path, fmt, err), err);
 }
 
 static const luaL_Reg methods[] = {

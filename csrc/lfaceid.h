@@ -65,6 +65,14 @@ extern const luaL_Reg lfid_tensor_math_meta[];
 extern const luaL_Reg lfid_tensor_math_functions[];
 
 /* registration: each adds its functions to the table at the top of the stack */
+/* the image path argument at idx of a save: a string without zero bytes
+   whose extension names a format; returns the fid_image_format, raises
+   otherwise (limage.c) */
+int lfid_image_path(lua_State *L, int idx, const char *fname, const char **path);
+/* the result of a save returning rc: true, or nil and "fname: err" for an
+   I/O failure (FID_EIO), an error for anything else (limage.c) */
+int lfid_save_result(lua_State *L, const char *fname, int rc, const char *err);
+
 /* registers a userdata type: metatable `name` with __gc and __close =
    close, __tostring and __newindex when given, and __index = the methods
    table or, when `index` is given, a closure of index with that table as

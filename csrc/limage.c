@@ -162,22 +162,21 @@ static int l_hflip(lua_State *L)
     return 1;
 }
 
-/* image_save(img, path [, quality = 95]) -> true | nil, message */
-static int l_save(lua_State *L)
+int lfid_image_path(lua_State *L, int idx, const char *fname, const char **path)
 {
-    const char *fname = "faceid.image.save";
-    fid_tensor *img = check_image(L, fname, 1, 0);
     size_t plen;
-    const char *path = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &plen) : NULL;
-    lua_Integer quality = lua_isnoneornil(L, 3) ? 95 : check_int(L, fname, 3, "quality");
-    char err[FID_ERRMAX];
-    if (!path) return luaL_error(L, "%s: path must be a string, got %s", fname, luaL_typename(L, 2));
-    if (strlen(path) != plen) return luaL_error(L, "%s: path contains a zero byte", fname);
-    int fmt = fid_image_format_of(path);
+    const char *p = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &plen) : NULL;
+    if (!p) return luaL_error(L, "%s: path must be a string, got %s", fname, luaL_typename(L, idx));
+    if (strlen(p) != plen) return luaL_error(L, "%s: path contains a zero byte", fname);
+    int fmt = fid_image_format_of(p);
     if (fmt < 0)
-        return luaL_error(L, "%s: cannot tell the format of '%s' (use .png, .jpg, .jpeg or .bmp)", fname, path);
-    if (quality < 1 || quality > 100) return luaL_error(L, "%s: quality must be 1..100, got %I", fname, quality);
-    int rc = fid_image_save(img, path, (fid_image_format)fmt, (int)quality, err);
+        return luaL_error(L, "%s: cannot tell the format of '%s' (use .png, .jpg, .jpeg or .bmp)", fname, p);
+    *path = p;
+    return fmt;
+}
+
+int lfid_save_result(lua_State *L, const char *fname, int rc, const char *err)
+{
     if (rc == FID_EIO) {
         lua_pushnil(L);
         lua_pushfstring(L, "%s: %s", fname, err);
@@ -186,6 +185,20 @@ static int l_save(lua_State *L)
     if (rc) return lfid_error(L, fname, err);
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/* image_save(img, path [, quality = 95]) -> true | nil, message */
+static int l_save(lua_State *L)
+{
+    const char *fname = "faceid.image.save";
+    fid_tensor *img = check_image(L, fname, 1, 0);
+    lua_Integer quality = lua_isnoneornil(L, 3) ? 95 : check_int(L, fname, 3, "quality");
+    char err[FID_ERRMAX];
+    const char *path;
+    int fmt = lfid_image_path(L, 2, fname, &path);
+    if (quality < 1 || quality > 100) return luaL_error(L, "%s: quality must be 1..100, got %I", fname, quality);
+    int rc = fid_image_save(img, path, (fid_image_format)fmt, (int)quality, err);
+    return lfid_save_result(L, fname, rc, err);
 }
 
 static const luaL_Reg functions[] = {
