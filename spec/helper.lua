@@ -90,6 +90,18 @@ function M.assert_close(a, b, rtol, what)
     ("%s: max difference %.3g against a scale of %.3g"):format(what or "tensors", d, s))
 end
 
+--- A number comparison for the specs: close(a, b [, tol [, what]]) raises,
+-- at its caller, unless |a - b| <= tol * max(1, |b|); tol defaults to
+-- default_tol.
+function M.close_numbers(default_tol)
+  return function(a, b, tol, what)
+    tol = tol or default_tol
+    if not (math.abs(a - b) <= tol * math.max(1, math.abs(b))) then
+      error(("%s: got %.15g, expected %.15g"):format(what or "value", a, b), 2)
+    end
+  end
+end
+
 --- Central differences of loss() with respect to every element of the
 -- contiguous tensor t, compared with the analytic gradient g: each element
 -- within 1e-2 (of the largest gradient, plus relative), and the error

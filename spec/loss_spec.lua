@@ -1,13 +1,9 @@
 -- ContrastiveLoss: hand-computed values and gradients, zero distance,
 -- the margin, finite-difference gradient checks of both forms, errors.
 local faceid = require("faceid")
+local helper = require("helper")
 
-local function close(a, b, tol, what)
-  tol = tol or 1e-6
-  if not (math.abs(a - b) <= tol * math.max(1, math.abs(b))) then
-    error(("%s: got %.12g, expected %.12g"):format(what or "value", a, b), 2)
-  end
-end
+local close = helper.close_numbers(1e-6)
 
 local function finite(x) return x == x and x > -math.huge and x < math.huge end
 

@@ -1,14 +1,10 @@
 -- faceid.metrics against cases worked by hand (the operating points, ROC,
 -- AUC as the Mann-Whitney count, EER, TAR at FAR, k-fold), ties included.
 local faceid = require("faceid")
+local helper = require("helper")
 local metrics = faceid.metrics
 
-local function close(a, b, tol, what)
-  tol = tol or 1e-12
-  if not (math.abs(a - b) <= tol * math.max(1, math.abs(b))) then
-    error(("%s: got %.15g, expected %.15g"):format(what or "value", a, b), 2)
-  end
-end
+local close = helper.close_numbers(1e-12)
 
 local function close_list(got, want, what)
   assert.are.equal(#want, #got, what)

@@ -7,12 +7,7 @@ local helper = require("helper")
 
 local torch_ref = dofile("spec/fixtures/optim_torch.lua")
 
-local function close(a, b, tol, what)
-  tol = tol or 1e-7
-  if not (math.abs(a - b) <= tol * math.max(1, math.abs(b))) then
-    error(("%s: got %.12g, expected %.12g"):format(what or "value", a, b), 2)
-  end
-end
+local close = helper.close_numbers(1e-7)
 
 -- float32 rounding of a double, to state what a tensor must hold exactly
 local function f32(x) return (string.unpack("f", string.pack("f", x))) end

@@ -2,16 +2,12 @@
 -- against torch's OneCycleLR (spec/fixtures/optim_torch.lua), the seed
 -- schedule against a step-by-step accumulation, inspection and errors.
 local faceid = require("faceid")
+local helper = require("helper")
 local schedule = faceid.schedule
 
 local torch_ref = dofile("spec/fixtures/optim_torch.lua")
 
-local function close(a, b, tol, what)
-  tol = tol or 1e-12
-  if not (math.abs(a - b) <= tol * math.max(1, math.abs(b))) then
-    error(("%s: got %.15g, expected %.15g"):format(what or "value", a, b), 2)
-  end
-end
+local close = helper.close_numbers(1e-12)
 
 describe("schedule.constant and schedule.step", function()
   it("keeps a constant rate, with beta1 only when given", function()
