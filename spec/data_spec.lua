@@ -124,12 +124,7 @@ describe("the data set object", function()
   local counts = { 5, 3, 1, 2, 1, 4 }
   setup(function()
     root = helper.tmpdir()
-    for p, n in ipairs(counts) do
-      mkdir(("%s/p%d"):format(root, p))
-      for k = 1, n do
-        helper.write_file(("%s/p%d/%d.jpg"):format(root, p, k), "")
-      end
-    end
+    helper.empty_tree(root, counts)
     ds = assert(data.folders(root))
   end)
   teardown(function()

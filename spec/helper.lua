@@ -90,6 +90,15 @@ function M.assert_close(a, b, rtol, what)
     ("%s: max difference %.3g against a scale of %.3g"):format(what or "tensors", d, s))
 end
 
+--- A one-folder-per-person tree of empty .jpg files under root: person pN
+-- holds counts[N] of them (for listing and pairing, never decoded).
+function M.empty_tree(root, counts)
+  for p, n in ipairs(counts) do
+    assert(os.execute(("mkdir -p '%s/p%d'"):format(root, p)))
+    for k = 1, n do M.write_file(("%s/p%d/%d.jpg"):format(root, p, k), "") end
+  end
+end
+
 --- A number comparison for the specs: close(a, b [, tol [, what]]) raises,
 -- at its caller, unless |a - b| <= tol * max(1, |b|); tol defaults to
 -- default_tol.

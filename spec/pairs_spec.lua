@@ -13,12 +13,7 @@ local COUNTS = { 5, 3, 1, 2, 1, 4 } -- images of persons p1..p6; p3 and p5 are s
 local root, ds
 setup(function()
   root = helper.tmpdir()
-  for p, n in ipairs(COUNTS) do
-    assert(os.execute(("mkdir -p '%s/p%d'"):format(root, p)))
-    for k = 1, n do
-      helper.write_file(("%s/p%d/%d.jpg"):format(root, p, k), "")
-    end
-  end
+  helper.empty_tree(root, COUNTS)
   ds = assert(data.folders(root))
 end)
 teardown(function()
