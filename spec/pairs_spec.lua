@@ -169,6 +169,14 @@ describe("faceid.pairs.epoch", function()
   end)
 end)
 
+describe("faceid.pairs.same_count", function()
+  it("counts the distinct same-person pairs, and refuses what is not a data set", function()
+    -- COUNTS 5, 3, 1, 2, 1, 4: 10 + 3 + 0 + 1 + 0 + 6
+    assert.are.equal(20, P.same_count(ds))
+    assert.has_error(function() P.same_count({}) end, "faceid.pairs.same_count: expected a data set (faceid.data), got table")
+  end)
+end)
+
 describe("faceid.pairs.fixed", function()
   it("draws distinct pairs with the asked counts, deterministically", function()
     local list = P.fixed(ds, 11, { n_same = 20, n_diff = 30 })

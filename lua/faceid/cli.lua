@@ -289,15 +289,6 @@ local function held_count(people, holdout)
   return held
 end
 
--- distinct same-person pairs among the people of ds
-local function same_pairs(ds)
-  local n = 0
-  for _, p in ipairs(ds:people()) do
-    local k = #ds:images_of(p)
-    n = n + k * (k - 1) // 2
-  end
-  return n
-end
 
 local function split(ds, holdout, seed)
   local held = held_count(ds:n_people(), holdout)
@@ -545,7 +536,7 @@ local function train_and_report(o, ds, source, plots)
     source, train_ds:n_people(), #train_ds, val_ds:n_people(), #val_ds)
   local eval_every = o.eval_every
   if eval_every == "auto" then eval_every = math.max(10, (steps or 1000) // 6) end
-  local cap = same_pairs(val_ds)
+  local cap = faceid.pairs.same_count(val_ds)
   if cap < 1 then fail("the held-out people need at least two photos each") end
   local ok, result = pcall(faceid.train.run, {
     data = train_ds, val = val_ds, net = o.resume and false or cfg, input = o.size, embedding = o.embedding,

@@ -291,6 +291,18 @@ local function distinct(gen, n, capacity, draw, each)
   return out
 end
 
+--- The number of distinct same-person pairs of ds: sum of k(k-1)/2 over
+-- its people, k their images (the most n_same M.fixed can draw, folds = 1).
+function M.same_count(ds)
+  check_ds("faceid.pairs.same_count", ds)
+  local n = 0
+  for _, person in ipairs(ds:people()) do
+    local k = #ds:images_of(person)
+    n = n + k * (k - 1) // 2
+  end
+  return n
+end
+
 --- A fixed list of evaluation pairs, drawn once from a seed: distinct
 -- pairs (no pair twice, in either order), no image paired with itself.
 -- With folds > 1 the persons are shuffled and dealt to the folds in turn,

@@ -271,13 +271,8 @@ train_loop = function(o, D)
   if val_ds and root then
     val_loader = faceid.augment.Loader(val_ds, { size = input, cache = o.cache })
     -- as many pairs as asked, or as the held-out people allow: half of
-    -- them same-person pairs, of which there are sum k(k-1)/2
-    local n_same = 0
-    for _, person in ipairs(val_ds:people()) do
-      local k = #val_ds:images_of(person)
-      n_same = n_same + k * (k - 1) // 2
-    end
-    n_same = math.min(o.eval_pairs // 2, n_same)
+    -- them same-person pairs
+    local n_same = math.min(o.eval_pairs // 2, faceid.pairs.same_count(val_ds))
     if n_same < 1 then
       error("faceid.train.run: the held-out people need at least two photos each (no same-person pair)", 0)
     end
