@@ -29,6 +29,16 @@ int fid_conv2d_check(fid_conv2d_shape *s, char *err)
         snprintf(err, FID_ERRMAX, "stride must be positive, got %zux%zu", s->stride_h, s->stride_w);
         return FID_EARG;
     }
+    if (s->algo < FID_CONV_AUTO || s->algo > FID_CONV_WINOGRAD) {
+        snprintf(err, FID_ERRMAX, "unknown convolution algorithm %d", s->algo);
+        return FID_EARG;
+    }
+    if (s->algo == FID_CONV_WINOGRAD && !fid_winograd_fits(s)) {
+        snprintf(err, FID_ERRMAX,
+                 "winograd needs a 3x3 kernel, stride 1 and padding 1, got %zux%zu, stride %zux%zu, padding %zux%zu",
+                 s->KH, s->KW, s->stride_h, s->stride_w, s->pad_h, s->pad_w);
+        return FID_EARG;
+    }
     if (s->pad_h > (size_t)INT_MAX / 4 || s->pad_w > (size_t)INT_MAX / 4 ||
         s->H > (size_t)INT_MAX / 4 || s->W > (size_t)INT_MAX / 4) {
         snprintf(err, FID_ERRMAX, "input or padding too large");
@@ -85,22 +95,46 @@ static int transposed_dx(const fid_conv2d_shape *s)
 #define FID_CONV_GROUP_COLS 256
 #endif
 
+/* Winograd for this (forward) geometry? */
+static int use_winograd(const fid_conv2d_shape *s)
+{
+    if (s->algo == FID_CONV_IM2COL || !fid_winograd_fits(s)) return 0;
+    return s->algo == FID_CONV_WINOGRAD ||
+           (s->C >= FID_WINO_MIN_IN && s->OC >= FID_WINO_MIN_OUT);
+}
+
+/* the geometry of dx = conv(dy, flipped w) for a stride-1 convolution:
+   dy is its input, dx its output */
+static void dual_shape(fid_conv2d_shape *d, const fid_conv2d_shape *s)
+{
+    *d = *s;
+    d->C = s->OC, d->H = s->OH, d->W = s->OW;
+    d->OC = s->C, d->OH = s->H, d->OW = s->W;
+    d->pad_h = s->KH - 1 - s->pad_h, d->pad_w = s->KW - 1 - s->pad_w;
+    d->in_nstride = s->dout_nstride, d->out_nstride = s->din_nstride;
+}
+
+int fid_conv2d_uses_winograd(const fid_conv2d_shape *s)
+{
+    return use_winograd(s);
+}
+
 static size_t group_size(const fid_conv2d_shape *s)
 {
     size_t ohw = s->OH * s->OW, g = (FID_CONV_GROUP_COLS + ohw - 1) / ohw;
     return g < s->N ? g : s->N;
 }
 
-/* workspace regions, in floats: the column buffer, gathered outputs or
-   output gradients (OC rows), gathered inputs or input gradients (C rows),
-   and the flipped weights */
+/* workspace regions, in floats: the flipped weights, then either the
+   column buffer, gathered outputs or output gradients (OC rows) and
+   gathered inputs or input gradients (C rows), or Winograd's buffers */
 typedef struct conv_ws {
-    size_t col, ybuf, xbuf, wt;
+    size_t col, ybuf, xbuf, wt, wino;
 } conv_ws;
 
 static conv_ws workspace_of(const fid_conv2d_shape *s)
 {
-    conv_ws r = {0, 0, 0, 0};
+    conv_ws r = {0, 0, 0, 0, 0};
     const size_t g = group_size(s), kk = s->KH * s->KW;
     const size_t cols = g * s->OH * s->OW, icols = g * s->H * s->W;
     if (!is_pointwise(s)) r.col = s->C * kk * cols;
@@ -112,13 +146,20 @@ static conv_ws workspace_of(const fid_conv2d_shape *s)
         r.ybuf = s->OC * cols;
         if (is_pointwise(s) || transposed_dx(s)) r.xbuf = s->C * icols;
     }
+    if (use_winograd(s)) r.wino = fid_winograd_workspace(s);
+    if (transposed_dx(s)) {
+        fid_conv2d_shape d;
+        dual_shape(&d, s);
+        if (use_winograd(&d) && fid_winograd_workspace(&d) > r.wino) r.wino = fid_winograd_workspace(&d);
+    }
     return r;
 }
 
 size_t fid_conv2d_workspace(const fid_conv2d_shape *s)
 {
     conv_ws r = workspace_of(s);
-    return r.col + r.ybuf + r.xbuf + r.wt;
+    const size_t rest = r.col + r.ybuf + r.xbuf;
+    return r.wt + (rest > r.wino ? rest : r.wino);
 }
 
 /* ---- column buffers -----------------------------------------------------
@@ -314,7 +355,11 @@ void fid_conv2d_forward(float *out, const float *in, const float *w, const float
     const size_t ohw = s->OH * s->OW, hw = s->H * s->W, ckk = s->C * s->KH * s->KW;
     const size_t G = group_size(s);
     const conv_ws r = workspace_of(s);
-    float *col = workspace, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf;
+    float *col = workspace + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf;
+    if (use_winograd(s)) {
+        fid_winograd_forward(out, in, w, b, s, col, 0, NULL);
+        return;
+    }
     /* per group of g images: y (OC, g*OH*OW) = w (OC, C*KH*KW) @ col (C*KH*KW, g*OH*OW),
        where for a 1x1 stride-1 conv the input itself is the column matrix */
     for (size_t n0 = 0; n0 < s->N; n0 += G) {
@@ -364,15 +409,6 @@ static void bias_grad(float *db, const float *dout, const fid_conv2d_shape *s, f
     fid_pool_for_work(pool, s->OC, s->N * s->OC * s->OH * s->OW, bias_grad_job, &j);
 }
 
-/* the geometry of dx = conv(dy, flipped w) for a stride-1 convolution */
-static void dual_shape(fid_conv2d_shape *d, const fid_conv2d_shape *s)
-{
-    *d = *s;
-    d->C = s->OC, d->H = s->OH, d->W = s->OW;
-    d->OC = s->C, d->OH = s->H, d->OW = s->W;
-    d->pad_h = s->KH - 1 - s->pad_h, d->pad_w = s->KW - 1 - s->pad_w;
-}
-
 /* wt (C, OC, KH, KW) = w (OC, C, KH, KW) with channel axes swapped, kernel rotated 180 degrees */
 static void flip_weights(float *wt, const float *w, const fid_conv2d_shape *s)
 {
@@ -389,7 +425,7 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
     const size_t ohw = s->OH * s->OW, hw = s->H * s->W, ckk = s->C * s->KH * s->KW;
     const size_t okk = s->OC * s->KH * s->KW, G = group_size(s);
     const conv_ws r = workspace_of(s);
-    float *col = workspace, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf, *wt = xbuf + r.xbuf;
+    float *wt = workspace, *col = wt + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf;
     const int tdx = din && transposed_dx(s), over = s->din_overwrite;
     fid_conv2d_shape dual;
     if (db) bias_grad(db, dout, s, s->pool);
@@ -397,6 +433,12 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
     if (tdx) {
         flip_weights(wt, w, s);
         dual_shape(&dual, s);
+        if (use_winograd(&dual)) {
+            /* dx of the whole batch at once; the loop below is left dw */
+            fid_winograd_forward(din, dout, wt, NULL, &dual, col, !over, NULL);
+            din = NULL;
+            if (!dw) return;
+        }
     }
     for (size_t n0 = 0; n0 < s->N; n0 += G) {
         const size_t g = s->N - n0 < G ? s->N - n0 : G, cols = g * ohw, icols = g * hw;

@@ -164,7 +164,8 @@ static void stem_forward(fid_densenet *net, const float *in, size_t n, int tr)
     if (net->cfg.stem == FID_STEM_IMAGENET) {
         fid_pool2d_shape ps = maxpool_shape(net, n);
         bn_forward(net, &net->n0, net->s1, 0, y0, 0, n, net->H0, net->W0, tr);
-        fid_maxpool2d_forward(b0->buf, net->idx0, net->s1, &ps);
+        /* only training's backward needs the argmax */
+        fid_maxpool2d_forward(b0->buf, tr ? net->idx0 : NULL, net->s1, &ps);
     } else {
         bn_forward(net, &net->n0, b0->buf, ns0, y0, 0, n, net->H0, net->W0, tr);
     }
@@ -180,10 +181,25 @@ static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
         float *y1 = tr ? ly->y1 : net->s3;
         fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
         fid_conv2d_shape c2 = dn_conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
+        /* Winograd's transforms round a few times more than im2col's one
+           sum; with training's batch statistics on small maps that reaches
+           some gradients amplified (several times PyTorch's own float32
+           error at densenet121 64x64), so training keeps im2col forward;
+           evaluation takes Winograd where it fits. */
+        if (tr) c2.algo = FID_CONV_IM2COL;
         bn_forward_block(net, blk, &ly->n1, net->s1, n, tr);
         fid_conv2d_forward(y1, net->s1, P(net, ly->conv1), NULL, &c1, net->ws);
+        float *out = blk->buf + ly->cin * hw;
+        if (!tr && fid_conv2d_uses_winograd(&c2)) {
+            /* evaluation: norm2 and its ReLU applied as Winograd reads y1 */
+            const bn_ref *r = &ly->n2;
+            fid_bn_eval bn = {.running_mean = B(net, r->rm), .running_var = B(net, r->rv),
+                              .gamma = P(net, r->w), .beta = P(net, r->b), .eps = net->cfg.bn_eps, .relu = 1};
+            fid_winograd_forward(out, y1, P(net, ly->conv2), NULL, &c2, net->ws, 0, &bn);
+            continue;
+        }
         bn_forward(net, &ly->n2, net->s2, 0, y1, 0, n, blk->H, blk->W, tr);
-        fid_conv2d_forward(blk->buf + ly->cin * hw, net->s2, P(net, ly->conv2), NULL, &c2, net->ws);
+        fid_conv2d_forward(out, net->s2, P(net, ly->conv2), NULL, &c2, net->ws);
         if (tr) block_stats(net, blk, ly->cin, ly->cin + k, n);
     }
 }

@@ -400,12 +400,26 @@ static void conv_recheck(lua_State *L, const char *fname, fid_conv2d_shape *s)
     if (fid_conv2d_check(s, err)) lerror(L, "%s: %s", fname, err);
 }
 
-/* conv2d(x, w, b, sh, sw, ph, pw, out) -> y */
+/* the algorithm code at idx (absent: FID_CONV_AUTO); fid_conv2d_check
+   rejects unknown codes and Winograd where it does not fit */
+static int conv_algo(lua_State *L, int idx, const char *fname)
+{
+    lua_Integer a = 0;
+    if (!lua_isnoneornil(L, idx)) {
+        int ok;
+        a = lua_tointegerx(L, idx, &ok);
+        if (!ok || a < 0 || a > 2) lerror(L, "%s: unknown convolution algorithm", fname);
+    }
+    return (int)a;
+}
+
+/* conv2d(x, w, b, sh, sw, ph, pw, out, algo) -> y */
 static int conv2d(lua_State *L, const char *fname, int naive)
 {
     fid_conv2d_shape s;
     const fid_tensor *x, *w;
     conv_shape(L, fname, 1, &s, &x, &w);
+    s.algo = conv_algo(L, 9, fname);
     size_t osize[4] = {s.N, s.OC, s.OH, s.OW}, bsize[1] = {s.OC};
     const fid_tensor *b = opt_dense(L, 3, fname, "bias", 1, bsize);
     fid_tensor *y = opt_batch(L, 8, fname, "out", 4, osize, &s.out_nstride);
@@ -427,13 +441,14 @@ static int conv2d(lua_State *L, const char *fname, int naive)
 static int l_conv2d(lua_State *L) { return conv2d(L, "nn.conv2d", 0); }
 static int l_conv2d_naive(lua_State *L) { return conv2d(L, "nn.conv2d_naive", 1); }
 
-/* conv2d_backward(dy, x, w, sh, sw, ph, pw, dx, dw, db, overwrite_dx):
+/* conv2d_backward(dy, x, w, sh, sw, ph, pw, dx, dw, db, overwrite_dx, algo):
    accumulates, except into dx when overwrite_dx */
 static int conv2d_backward(lua_State *L, const char *fname, int naive)
 {
     fid_conv2d_shape s;
     const fid_tensor *x, *w;
     conv_shape(L, fname, 2, &s, &x, &w);
+    s.algo = conv_algo(L, 12, fname);
     size_t osize[4] = {s.N, s.OC, s.OH, s.OW}, isize[4] = {s.N, s.C, s.H, s.W};
     size_t wsize[4] = {s.OC, s.C, s.KH, s.KW}, bsize[1] = {s.OC};
     const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
@@ -659,6 +674,7 @@ static void pool_recheck(lua_State *L, const char *fname, fid_pool2d_shape *s)
 }
 
 /* max_pool2d(x, kh, kw, sh, sw, ph, pw, out) -> y, indices */
+/* max_pool2d(x, kh, kw, sh, sw, ph, pw, out, no_indices) -> y [, indices] */
 static int l_max_pool2d(lua_State *L)
 {
     const char *fname = "nn.max_pool2d";
@@ -673,6 +689,10 @@ static int l_max_pool2d(lua_State *L)
     check_disjoint(L, fname, 1, 2, ts, names);
     pool_recheck(L, fname, &s);
     y = push_result(L, 8, y, fname, 4, osize);
+    if (lua_toboolean(L, 9)) { /* values only */
+        fid_maxpool2d_forward(y->data, NULL, x->data, &s);
+        return 1;
+    }
     lindices *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
     luaL_setmetatable(L, LFID_INDICES);

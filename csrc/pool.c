@@ -103,15 +103,53 @@ static float *grad_plane(float *din, const fid_pool2d_shape *s, size_t p)
     return dx;
 }
 
+/* the larger of a and b, NaN if either is: the value the indexed loop
+   below keeps (up to the sign of a zero max) */
+static inline float nan_max(float a, float b)
+{
+    return (a > b) | (a != a) ? a : b;
+}
+
+/* max pooling without indices (evaluation): separable, each output row
+   from the column maxima of its window's rows, which vectorise */
+#define MAXPOOL_ROW_MAX 1024
+static void maxpool_values(const fid_pool2d_shape *s, float *y, const float *x)
+{
+    float cm[MAXPOOL_ROW_MAX];
+    const size_t W = s->W;
+    for (size_t oh = 0; oh < s->OH; oh++, y += s->OW) {
+        size_t h0, h1;
+        window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+        const float *r = x + h0 * W;
+        for (size_t w = 0; w < W; w++) cm[w] = r[w];
+        for (size_t h = h0 + 1; h < h1; h++) {
+            r = x + h * W;
+            for (size_t w = 0; w < W; w++) cm[w] = nan_max(r[w], cm[w]);
+        }
+        for (size_t ow = 0; ow < s->OW; ow++) {
+            size_t w0, w1;
+            window(ow, s->stride_w, s->pad_w, s->KW, W, &w0, &w1);
+            float m = cm[w0];
+            for (size_t w = w0 + 1; w < w1; w++) m = nan_max(cm[w], m);
+            y[ow] = m;
+        }
+    }
+}
+
 static void maxpool_forward_job(void *ctx, size_t p0, size_t p1)
 {
     const pool_job *j = ctx;
     const fid_pool2d_shape *s = j->s;
     const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
+    if (!j->idx && s->W <= MAXPOOL_ROW_MAX) {
+        for (size_t p = p0; p < p1; p++)
+            maxpool_values(s, j->out + plane(s, p, s->out_nstride, ohw), j->in + plane(s, p, s->in_nstride, hw));
+        return;
+    }
     for (size_t p = p0; p < p1; p++) {
         const float *x = j->in + plane(s, p, s->in_nstride, hw);
         float *y = j->out + plane(s, p, s->out_nstride, ohw);
-        int32_t *ix = j->idx + p * ohw;
+        int32_t *ix = j->idx ? j->idx + p * ohw : NULL;
         for (size_t oh = 0; oh < s->OH; oh++) {
             size_t h0, h1;
             window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
@@ -130,7 +168,7 @@ static void maxpool_forward_job(void *ctx, size_t p0, size_t p1)
                         best = take ? h * s->W + w : best;
                     }
                 y[oh * s->OW + ow] = m;
-                ix[oh * s->OW + ow] = (int32_t)best;
+                if (ix) ix[oh * s->OW + ow] = (int32_t)best;
             }
         }
     }

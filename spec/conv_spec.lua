@@ -64,10 +64,30 @@ local configs = {
   { name = "1x1 on 24x24 maps, one image per gemm", n = 2, c = 3, h = 24, w = 24, oc = 2, kh = 1, kw = 1 },
   { name = "stride larger than the kernel", n = 2, c = 2, h = 10, w = 9, oc = 2, kh = 2, kw = 3,
     stride = { 4, 3 }, padding = { 0, 1 } },
+  -- Winograd F(2x2, 3x3): 2x2 output tiles, numbered across images and
+  -- transformed 256 at a time, rows in segments of 64 tiles
+  { name = "winograd: odd 9x7 maps (half tiles at the edges)", n = 3, c = 5, h = 9, w = 7, oc = 4, kh = 3,
+    kw = 3, padding = 1, algorithm = "winograd" },
+  { name = "winograd: 1x2 maps", n = 4, c = 3, h = 1, w = 2, oc = 2, kh = 3, kw = 3, padding = 1,
+    algorithm = "winograd" },
+  { name = "winograd: 385 tiles, a chunk ending inside a tile row of the fourth image", n = 5, c = 3, h = 13,
+    w = 22, oc = 3, kh = 3, kw = 3, padding = 1, algorithm = "winograd" },
+  { name = "winograd: rows of 131 tiles (segments of 64, 64 and 3)", n = 1, c = 2, h = 3, w = 261, oc = 3,
+    kh = 3, kw = 3, padding = 1, algorithm = "winograd" },
+  { name = "winograd: dx as a Winograd convolution of dy (fewer outputs than inputs)", n = 2, c = 6, h = 8,
+    w = 8, oc = 2, kh = 3, kw = 3, padding = 1, algorithm = "winograd" },
+  { name = "winograd: more outputs than inputs (dx through col2im)", n = 2, c = 2, h = 6, w = 5, oc = 5,
+    kh = 3, kw = 3, padding = 1, algorithm = "winograd" },
+  -- (products under the pool's gemm grain: larger ones, threaded by BLAS
+  -- when serial, would differ from the pool's run in the last bits)
+  { name = "auto: 64 input channels take Winograd", n = 1, c = 64, h = 4, w = 5, oc = 16, kh = 3, kw = 3,
+    padding = 1 },
+  { name = "im2col asked for where Winograd fits", n = 1, c = 64, h = 4, w = 5, oc = 16, kh = 3, kw = 3,
+    padding = 1, algorithm = "im2col" },
 }
 
 local function opts_of(cfg, extra)
-  local o = { stride = cfg.stride, padding = cfg.padding }
+  local o = { stride = cfg.stride, padding = cfg.padding, algorithm = cfg.algorithm }
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
 end
@@ -180,6 +200,50 @@ describe("nn.conv2d overwrite_dx and threads", function()
     local x, w = faceid.zeros(1, 1, 3, 3), faceid.zeros(1, 1, 1, 1)
     fails_with("nn.conv2d_backward: option overwrite_dx must be a boolean, got number", nn.conv2d_backward,
       x, x, w, { overwrite_dx = 1 }, x:clone())
+  end)
+end)
+
+describe("nn.conv2d algorithms", function()
+  local function conv(c, algorithm, seed)
+    local g = faceid.Generator(seed or 1)
+    local x, w = faceid.randn(g, 2, c, 7, 6), faceid.randn(g, 16, c, 3, 3)
+    local b = faceid.randn(g, 16)
+    return nn.conv2d(x, w, { padding = 1, bias = b, algorithm = algorithm })
+  end
+
+  it("auto takes Winograd from 64 input channels, im2col below", function()
+    local wino, gemm = conv(64, "winograd"), conv(64, "im2col")
+    same(conv(64, "auto"), wino, "auto on 64 channels")
+    assert.is_false(wino:equal(gemm), "Winograd and im2col round differently")
+    assert_close(wino, gemm, 1e-5, "Winograd against im2col")
+    same(conv(63, "auto", 2), conv(63, "im2col", 2), "auto on 63 channels")
+    same(conv(63), conv(63, "auto"), "the default is auto")
+  end)
+
+  it("Winograd on DenseNet's shapes stays within float rounding of the direct loops", function()
+    local g = faceid.Generator(5)
+    for _, hw in ipairs({ 16, 8, 4 }) do
+      local x = faceid.randn(g, 3, 128, hw, hw):relu()
+      local w = faceid.randn(g, 32, 128, 3, 3) * 0.03
+      local y = nn.conv2d(x, w, { padding = 1, algorithm = "winograd" })
+      assert_close(y, nn.conv2d_naive(x, w, { padding = 1 }), 2e-6, "128 -> 32 on " .. hw .. "x" .. hw)
+    end
+  end)
+
+  it("refuses Winograd where it does not fit and unknown algorithms", function()
+    local x = faceid.zeros(1, 2, 6, 6)
+    fails_with("nn.conv2d: winograd needs a 3x3 kernel, stride 1 and padding 1, got 5x5, stride 1x1, padding 2x2",
+      nn.conv2d, x, faceid.zeros(1, 2, 5, 5), { padding = 2, algorithm = "winograd" })
+    fails_with("got 3x3, stride 2x2, padding 1x1", nn.conv2d, x, faceid.zeros(1, 2, 3, 3),
+      { padding = 1, stride = 2, algorithm = "winograd" })
+    fails_with("got 3x3, stride 1x1, padding 0x0", nn.conv2d_backward, faceid.zeros(1, 1, 4, 4), x,
+      faceid.zeros(1, 2, 3, 3), { algorithm = "winograd" }, x:clone())
+    fails_with('nn.conv2d: option algorithm must be "auto", "im2col" or "winograd", got "fft"', nn.conv2d, x,
+      faceid.zeros(1, 2, 3, 3), { algorithm = "fft" })
+    fails_with('nn.conv2d_naive: option algorithm must be "auto", "im2col" or "winograd", got number',
+      nn.conv2d_naive, x, faceid.zeros(1, 2, 3, 3), { algorithm = 2 })
+    fails_with("nn.conv2d: unknown convolution algorithm", require("faceid.core")._nn.conv2d, x,
+      faceid.zeros(1, 2, 3, 3), nil, 1, 1, 1, 1, nil, 7)
   end)
 end)
 

@@ -165,6 +165,11 @@ describe("DenseNet forward and backward", function()
     assert.is_true(g1:equal(g2))
   end)
 
+  -- a bottleneck of 64 channels: evaluation takes Winograd for the 3x3
+  -- convolutions (norm2 applied as it reads), training im2col
+  local wino_cfg = { growth = 16, blocks = { 2, 1 }, bottleneck = 4, stem = "small", input = 12,
+    channels = 2, embedding = 3, seed = 6 }
+
   it("evaluates a batch split over its threads as it does serially and image by image", function()
     local x = faceid.randn(faceid.Generator(21), 5, 2, 8, 8)
     local net = faceid.DenseNet(small_cfg)
@@ -180,6 +185,18 @@ describe("DenseNet forward and backward", function()
         assert.is_true(net:forward(x:narrow(1, i, 1)):allclose(serial:narrow(1, i, 1), 1e-5, 1e-6))
       end
       assert.is_true(net:forward(x:narrow(1, 2, 3)):allclose(serial:narrow(1, 2, 3), 1e-5, 1e-6))
+    end
+    -- the same with Winograd (products of other widths: within rounding)
+    local wx = faceid.randn(faceid.Generator(22), 5, 2, 12, 12)
+    local wnet = faceid.DenseNet(wino_cfg)
+    wnet:forward(wx)
+    wnet:evaluate()
+    wnet:threads(1)
+    local wserial = wnet:forward(wx):clone()
+    for _, T in ipairs({ 2, 3 }) do
+      wnet:threads(T)
+      assert.is_true(wnet:forward(wx):allclose(wserial, 1e-5, 1e-6), "Winograd on threads " .. T)
+      assert.is_true(wnet:forward(wx:narrow(1, 4, 1)):allclose(wserial:narrow(1, 4, 1), 1e-5, 1e-6), "one image")
     end
     -- changing the threads between a training forward and its backward
     -- re-plans the buffers: the backward then asks for a new forward

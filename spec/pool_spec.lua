@@ -87,6 +87,10 @@ describe("nn.max_pool2d", function()
       local ry, rarg = lua_pool(x:totable(), "max", k, s, p)
       assert_close(y, ry, 0, "values")
       assert.are.same(rarg:totable(), idx:totensor():totable())
+      -- the values alone, as evaluation computes them
+      assert.are.equal(1, select("#", nn.max_pool2d(x, k, { stride = s, padding = p, indices = false })))
+      local v = nn.max_pool2d(x, k, { stride = s, padding = p, indices = false })
+      assert_close(v, ry, 0, "values without indices")
 
       local r = faceid.randn(g, y:size())
       local dx0 = faceid.randn(g, x:size())
@@ -97,6 +101,44 @@ describe("nn.max_pool2d", function()
       assert_close(nn.max_pool2d_backward(r, idx), dx - dx0, 1e-6, "new dx")
     end)
   end
+
+  it("propagates NaN with and without indices, on rows longer than its row buffer", function()
+    local g = faceid.Generator(4)
+    local function flat(t)
+      local out = {}
+      for _, a in ipairs(t:totable()) do
+        for _, b in ipairs(a) do
+          for _, c in ipairs(b) do
+            for _, v in ipairs(c) do out[#out + 1] = v end
+          end
+        end
+      end
+      return out
+    end
+    for _, w in ipairs({ 9, 1030 }) do
+      local x = faceid.randn(g, 2, 2, 5, w)
+      x:set(1, 2, 3, 4, 0 / 0) -- row 2, column 3 (0-based): outputs (1, 1) and (1, 2)
+      x:set(2, 1, 1, 1, 0 / 0) -- row 0, column 0: output (0, 0)
+      local y = nn.max_pool2d(x, 3, { stride = 2, padding = 1 })
+      local v = nn.max_pool2d(x, 3, { stride = 2, padding = 1, indices = false })
+      local a, b, nans = flat(y), flat(v), 0
+      assert.are.equal(#a, #b)
+      for i = 1, #a do
+        if a[i] ~= a[i] then
+          nans = nans + 1
+          assert(b[i] ~= b[i], "NaN lost without indices at " .. i)
+        else
+          assert.are.equal(a[i], b[i])
+        end
+      end
+      assert.are.equal(3, nans)
+    end
+  end)
+
+  it("refuses a non-boolean indices option", function()
+    fails_with("nn.max_pool2d: option indices must be a boolean, got number", nn.max_pool2d, faceid.zeros(1, 1, 2, 2),
+      2, { indices = 0 })
+  end)
 
   it("lets the first maximum of a tie win, as PyTorch", function()
     local x = faceid.ones(1, 1, 2, 2)

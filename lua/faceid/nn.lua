@@ -124,24 +124,34 @@ end
 
 -- ---- conv2d -------------------------------------------------------------
 
-local CONV = { stride = 1, padding = 0, bias = NONE, out = NONE, overwrite_dx = false }
+local CONV = { stride = 1, padding = 0, bias = NONE, out = NONE, overwrite_dx = false, algorithm = "auto" }
+-- the C core's codes (FID_CONV_AUTO, FID_CONV_IM2COL, FID_CONV_WINOGRAD)
+local ALGORITHMS = { auto = 0, im2col = 1, winograd = 2 }
 
 local function conv_opts(fname, opts)
   local o = options(fname, opts, CONV)
   local sh, sw = pair(fname, "stride", o.stride, 1)
   local ph, pw = pair(fname, "padding", o.padding, 0)
-  return o, sh, sw, ph, pw
+  local algo = ALGORITHMS[o.algorithm]
+  if not algo then
+    fail(('%s: option algorithm must be "auto", "im2col" or "winograd", got %s'):format(
+      fname, type(o.algorithm) == "string" and ('"' .. o.algorithm .. '"') or type(o.algorithm)))
+  end
+  return o, sh, sw, ph, pw, algo
 end
 
 --- 2-D convolution (cross-correlation, zero padding, no bias unless given).
 -- @param x input (N, C, H, W)
 -- @param w weight (OC, C, KH, KW)
 -- @param opts `stride` (1), `padding` (0), `bias` (a tensor (OC) or nil),
---   `out` (a tensor (N, OC, OH, OW), possibly a channel slice, to write into)
+--   `out` (a tensor (N, OC, OH, OW), possibly a channel slice, to write into),
+--   `algorithm` ("auto": Winograd F(2x2, 3x3) for 3x3 kernels with stride 1
+--   and padding 1 and at least 64 input channels, im2col + gemm otherwise;
+--   "im2col"; "winograd", an error for other kernels)
 -- @return y (N, OC, OH, OW), OH = floor((H + 2*ph - KH) / sh) + 1
 function M.conv2d(x, w, opts)
-  local o, sh, sw, ph, pw = conv_opts("nn.conv2d", opts)
-  return C.conv2d(x, w, o.bias, sh, sw, ph, pw, o.out)
+  local o, sh, sw, ph, pw, algo = conv_opts("nn.conv2d", opts)
+  return C.conv2d(x, w, o.bias, sh, sw, ph, pw, o.out, algo)
 end
 
 --- Gradients of conv2d, accumulated: dx += dL/dx, dw += dL/dw, db += dL/db.
@@ -153,8 +163,8 @@ end
 -- @return dx, dw, db
 function M.conv2d_backward(dy, x, w, opts, dx, dw, db)
   local fname = "nn.conv2d_backward"
-  local o, sh, sw, ph, pw = conv_opts(fname, opts)
-  C.conv2d_backward(dy, x, w, sh, sw, ph, pw, dx, dw, db, boolean(fname, "overwrite_dx", o.overwrite_dx))
+  local o, sh, sw, ph, pw, algo = conv_opts(fname, opts)
+  C.conv2d_backward(dy, x, w, sh, sw, ph, pw, dx, dw, db, boolean(fname, "overwrite_dx", o.overwrite_dx), algo)
   return dx, dw, db
 end
 
@@ -255,7 +265,7 @@ end
 
 -- ---- pooling ------------------------------------------------------------
 
-local MAXPOOL = { stride = NONE, padding = 0, out = NONE }
+local MAXPOOL = { stride = NONE, padding = 0, out = NONE, indices = true }
 local AVGPOOL = { stride = NONE, padding = 0, count_include_pad = true, out = NONE, overwrite_dx = false }
 local GRAD = { overwrite_dx = false }
 
@@ -277,14 +287,16 @@ end
 -- counts as -inf and may be at most half the kernel).
 -- @param x input (N, C, H, W)
 -- @param kernel a number or {kh, kw}
--- @param opts `stride` (the kernel), `padding` (0), `out`
+-- @param opts `stride` (the kernel), `padding` (0), `out`, `indices` (true;
+--   false: the values alone, by a faster separable pass, as in evaluation)
 -- @return y (N, C, OH, OW), indices: an opaque faceid.PoolIndices holding
 --   the argmax of every window (and the input shape) for max_pool2d_backward;
 --   indices:totensor() gives them as 1-based flat positions h*W + w + 1 in
 --   each input plane, indices:size() the output shape
 function M.max_pool2d(x, kernel, opts)
-  local o, kh, kw, sh, sw, ph, pw = pool_args("nn.max_pool2d", kernel, opts, MAXPOOL)
-  return C.max_pool2d(x, kh, kw, sh, sw, ph, pw, o.out)
+  local fname = "nn.max_pool2d"
+  local o, kh, kw, sh, sw, ph, pw = pool_args(fname, kernel, opts, MAXPOOL)
+  return C.max_pool2d(x, kh, kw, sh, sw, ph, pw, o.out, not boolean(fname, "indices", o.indices))
 end
 
 --- dx += dy routed to each window's argmax; returns dx (new and zeroed when nil).
