@@ -42,6 +42,10 @@ static void gemm_part(void *ctx, size_t b, size_t e)
     }
 }
 
+#ifndef FID_GEMM_PANELS
+#define FID_GEMM_PANELS 4
+#endif
+
 void fid_gemm_pool(fid_pool *pool, int transa, int transb, size_t M, size_t N, size_t K, float alpha,
                    const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                    size_t ldc)
@@ -59,7 +63,7 @@ void fid_gemm_pool(fid_pool *pool, int transa, int transb, size_t M, size_t N, s
        the kernels' unrolling) and at least 64 */
     j.by_cols = N >= M;
     const size_t dim = j.by_cols ? N : M;
-    j.width = (((dim + 7) / 8 + 15) & ~(size_t)15);
+    j.width = (((dim + FID_GEMM_PANELS - 1) / FID_GEMM_PANELS + 15) & ~(size_t)15);
     if (j.width < 64) j.width = 64;
     const size_t parts = (dim + j.width - 1) / j.width;
     if (parts < 2 || (double)M * (double)N * (double)K < FID_GEMM_GRAIN)
