@@ -45,7 +45,9 @@ void fid_pool_for(fid_pool *p, size_t n, fid_pool_fn fn, void *ctx);
    costs (see parallel.c). A DenseNet-121 step at batch 32 runs about 4700
    jobs; at this grain the 2500 smallest, 6 % of the floats, stay serial.
    A new pool's grain is FID_POOL_GRAIN; tests set 0 to split every job. */
+#ifndef FID_POOL_GRAIN
 #define FID_POOL_GRAIN 262144
+#endif
 void fid_pool_for_work(fid_pool *p, size_t n, size_t work, fid_pool_fn fn, void *ctx);
 void fid_pool_set_grain(fid_pool *p, size_t floats);
 size_t fid_pool_grain(const fid_pool *p);

@@ -103,15 +103,32 @@ static float *grad_plane(float *din, const fid_pool2d_shape *s, size_t p)
     return dx;
 }
 
-/* the larger of a and b, NaN if either is: the value the indexed loop
-   below keeps (up to the sign of a zero max) */
+/* the larger of a and b, NaN if either is (a NaN a, else b's): the value
+   the indexed loop below keeps, up to the sign of a zero maximum; written
+   with masks, so that it neither branches nor stops vectorisation */
+typedef float pv4 __attribute__((vector_size(16)));
+typedef int32_t pv4i __attribute__((vector_size(16)));
+
+static inline pv4 nan_max4(pv4 a, pv4 b)
+{
+    const pv4i take = (a > b) | (a != a);
+    return (pv4)(((pv4i)a & take) | ((pv4i)b & ~take));
+}
+
 static inline float nan_max(float a, float b)
 {
-    return (a > b) | (a != a) ? a : b;
+    uint32_t ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    const uint32_t take = -(uint32_t)((a > b) | (a != a));
+    const uint32_t r = (ia & take) | (ib & ~take);
+    float f;
+    memcpy(&f, &r, sizeof f);
+    return f;
 }
 
 /* max pooling without indices (evaluation): separable, each output row
-   from the column maxima of its window's rows, which vectorise */
+   from the column maxima of its window's rows */
 #define MAXPOOL_ROW_MAX 1024
 static void maxpool_values(const fid_pool2d_shape *s, float *y, const float *x)
 {
@@ -120,11 +137,18 @@ static void maxpool_values(const fid_pool2d_shape *s, float *y, const float *x)
     for (size_t oh = 0; oh < s->OH; oh++, y += s->OW) {
         size_t h0, h1;
         window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
-        const float *r = x + h0 * W;
-        for (size_t w = 0; w < W; w++) cm[w] = r[w];
+        memcpy(cm, x + h0 * W, W * sizeof *cm);
         for (size_t h = h0 + 1; h < h1; h++) {
-            r = x + h * W;
-            for (size_t w = 0; w < W; w++) cm[w] = nan_max(r[w], cm[w]);
+            const float *r = x + h * W;
+            size_t w = 0;
+            for (; w + 4 <= W; w += 4) {
+                pv4 a, b;
+                memcpy(&a, r + w, sizeof a);
+                memcpy(&b, cm + w, sizeof b);
+                b = nan_max4(a, b);
+                memcpy(cm + w, &b, sizeof b);
+            }
+            for (; w < W; w++) cm[w] = nan_max(r[w], cm[w]);
         }
         for (size_t ow = 0; ow < s->OW; ow++) {
             size_t w0, w1;

@@ -52,7 +52,8 @@ static size_t chunk_of(const fid_conv2d_shape *s)
 size_t fid_winograd_workspace(const fid_conv2d_shape *s)
 {
     const size_t tb = chunk_of(s);
-    return 16 * (s->OC * s->C + s->C * tb + s->OC * tb);
+    /* U, V, M, and the input normalisation's coefficients */
+    return 16 * (s->OC * s->C + s->C * tb + s->OC * tb) + 3 * s->C;
 }
 
 /* U[xi] (OC, C) = G g G^T for every kernel g = w[o][c] (3x3), stored at
@@ -85,6 +86,7 @@ typedef struct wino_job {
     float *dst;        /* output images */
     const float *U, *b;
     const fid_bn_eval *bn; /* applied to the input as it is read, or NULL */
+    const float *coef;     /* bn's mu, scale and shift, C floats each */
     float *V, *M;
     size_t t0, nt;     /* the chunk: tiles t0 .. t0 + nt - 1 */
     int add;           /* output: += instead of = */
@@ -191,8 +193,9 @@ static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t 
     const float *plane = j->src + img * s->in_nstride + c * H * W;
     float *v = j->V + c * 16 * ld + t;
     float buf[4][SEG_COLS];
-    float mu = 0.0f, scale = 1.0f, shift = 0.0f;
-    if (j->bn) fid_bn_eval_coeffs(j->bn, c, &mu, &scale, &shift);
+    const size_t C = s->C;
+    const float mu = j->bn ? j->coef[c] : 0.0f, scale = j->bn ? j->coef[C + c] : 1.0f;
+    const float shift = j->bn ? j->coef[2 * C + c] : 0.0f;
     for (size_t a = tx0; a < tx1; a += SEG) {
         const size_t len = tx1 - a < SEG ? tx1 - a : SEG, ncol = 2 * len + 2;
         /* buf[r][k] = the plane's row oy - 1 + r, column 2a - 1 + k (0 outside) */
@@ -322,16 +325,18 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
                           const fid_conv2d_shape *s, float *workspace, int add, const fid_bn_eval *bn)
 {
     const size_t total = tiles_of(s), tb = chunk_of(s);
-    float *U = workspace, *V = U + 16 * s->OC * s->C, *M = V + 16 * s->C * tb;
+    float *U = workspace, *V = U + 16 * s->OC * s->C, *M = V + 16 * s->C * tb, *coef = M + 16 * s->OC * tb;
     const int threaded = fid_pool_size(s->pool) > 1;
     const int blas_threads = threaded ? fid_get_num_threads() : 1;
     transform_weights(U, w, s->OC, s->C);
+    if (bn)
+        for (size_t c = 0; c < s->C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + s->C + c, coef + 2 * s->C + c);
     /* the pool threads the products: BLAS stays on one thread meanwhile */
     if (blas_threads != 1) fid_set_num_threads(1);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
-        wino_job j = {.s = s, .src = in, .dst = out, .U = U, .bn = bn, .V = V, .b = b, .M = M, .t0 = t0,
-                      .nt = nt, .add = add};
+        wino_job j = {.s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
+                      .t0 = t0, .nt = nt, .add = add};
         fid_pool_for_work(s->pool, s->C, 16 * s->C * nt, input_job, &j);
         if (threaded)
             fid_pool_for(s->pool, 16, product_job, &j);
