@@ -47,6 +47,11 @@ $(BUILD)/obj/%.o: csrc/%.c $(HDR) | check-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+# The Winograd transforms are loops over small fixed-size arrays of
+# vectors: -O3 unrolls them into registers (F(4x4, 3x3) ran 1.4-2x faster
+# measured alone). The later -O wins over CFLAGS'.
+$(BUILD)/obj/winograd.o: ALL_CFLAGS += -O3
+
 $(MODULE): $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) $(CFLAGS) $(LDFLAGS) -pthread -o $@ $(OBJ) $(PKG_LIBS)

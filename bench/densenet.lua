@@ -18,6 +18,9 @@
 -- linear layer from the layer shapes (2 FLOPs each): forward once; training
 -- adds the weight gradient and the input gradient of every layer but the
 -- first convolution. Loss and optimizer are not counted (they are tiny).
+-- The count is the direct convolution's, whichever algorithm runs: where
+-- Winograd does 2.25x fewer multiply-adds (the 3x3 convolutions, see
+-- doc/nn.md), the effective rate may exceed what the hardware executes.
 -- The first step of each run is left out (it allocates).
 --
 -- --json prints one line instead of the sentence, for bench/compare.lua:

@@ -29,14 +29,15 @@ int fid_conv2d_check(fid_conv2d_shape *s, char *err)
         snprintf(err, FID_ERRMAX, "stride must be positive, got %zux%zu", s->stride_h, s->stride_w);
         return FID_EARG;
     }
-    if (s->algo < FID_CONV_AUTO || s->algo > FID_CONV_WINOGRAD) {
+    if (s->algo < FID_CONV_AUTO || s->algo > FID_CONV_WINOGRAD4) {
         snprintf(err, FID_ERRMAX, "unknown convolution algorithm %d", s->algo);
         return FID_EARG;
     }
-    if (s->algo == FID_CONV_WINOGRAD && !fid_winograd_fits(s)) {
+    if ((s->algo == FID_CONV_WINOGRAD || s->algo == FID_CONV_WINOGRAD4) && !fid_winograd_fits(s)) {
         snprintf(err, FID_ERRMAX,
-                 "winograd needs a 3x3 kernel, stride 1 and padding 1, got %zux%zu, stride %zux%zu, padding %zux%zu",
-                 s->KH, s->KW, s->stride_h, s->stride_w, s->pad_h, s->pad_w);
+                 "%s needs a 3x3 kernel, stride 1 and padding 1, got %zux%zu, stride %zux%zu, padding %zux%zu",
+                 s->algo == FID_CONV_WINOGRAD ? "winograd" : "winograd4", s->KH, s->KW, s->stride_h,
+                 s->stride_w, s->pad_h, s->pad_w);
         return FID_EARG;
     }
     if (s->pad_h > (size_t)INT_MAX / 4 || s->pad_w > (size_t)INT_MAX / 4 ||
@@ -99,7 +100,7 @@ static int transposed_dx(const fid_conv2d_shape *s)
 static int use_winograd(const fid_conv2d_shape *s)
 {
     if (s->algo == FID_CONV_IM2COL || !fid_winograd_fits(s)) return 0;
-    return s->algo == FID_CONV_WINOGRAD ||
+    return s->algo == FID_CONV_WINOGRAD || s->algo == FID_CONV_WINOGRAD4 ||
            (s->C >= FID_WINO_MIN_IN && s->OC >= FID_WINO_MIN_OUT);
 }
 

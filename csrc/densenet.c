@@ -225,13 +225,14 @@ static size_t conv_workspace(const fid_densenet *net, size_t n)
     size_t ws = fid_conv2d_workspace(&s);
     for (int b = 0; b < c->nblocks; b++) {
         const dblock *blk = &net->blocks[b];
-        const size_t ns = blk->ctot * blk->H * blk->W;
         for (int l = 0; l < blk->L; l++) {
             s = dn_conv_shape(net, n, blk->layers[l].cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
             if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
         }
-        s = dn_conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
-        if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
+        for (int tr = 0; tr < 2; tr++) {
+            s = dn_conv2_shape(net, blk, n, tr);
+            if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
+        }
         if (blk->has_trans) {
             const dblock *next = blk + 1;
             s = dn_conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,

@@ -87,5 +87,6 @@ int dn_grow(fid_densenet *net, size_t n, int train, char *err);
 fid_conv2d_shape dn_conv_shape(const fid_densenet *net, size_t n, size_t C, size_t H, size_t W, size_t OC,
                                size_t K, size_t stride, size_t pad, size_t in_ns, size_t out_ns);
 fid_conv2d_shape dn_stem_conv_shape(const fid_densenet *net, size_t n);
+fid_conv2d_shape dn_conv2_shape(const fid_densenet *net, const dblock *blk, size_t n, int tr);
 
 #endif

@@ -175,25 +175,36 @@ static void stem_forward(fid_densenet *net, const float *in, size_t n, int tr)
 #define FID_TRAIN_WINO_PIXELS 256
 #endif
 
+/* a dense layer's 3x3 convolution (conv2) at batch n, in training or in
+   evaluation, with the algorithm that pass takes for it */
+fid_conv2d_shape dn_conv2_shape(const fid_densenet *net, const dblock *blk, size_t n, int tr)
+{
+    const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
+    fid_conv2d_shape c2 = dn_conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, blk->ctot * blk->H * blk->W);
+    /* Winograd's transforms round a few times more than im2col's one
+       sum. On small maps in training (every tile beside the padding, few
+       values per channel for the batch statistics) F(2x2, 3x3) reached
+       some gradients amplified: up to 15x PyTorch's own float32 error on
+       densenet121's 4x4 maps at input 64, with Winograd on every layer.
+       With it on maps of FID_TRAIN_WINO_PIXELS and more only, every
+       gradient stays within 2x PyTorch's error (the parity spec).
+       Evaluation takes F(4x4, 3x3) wherever Winograd fits (no gradient
+       depends on it; the embeddings stay within 1e-4, the parity spec). */
+    if (tr && blk->H * blk->W < FID_TRAIN_WINO_PIXELS) c2.algo = FID_CONV_IM2COL;
+    if (!tr && fid_conv2d_uses_winograd(&c2)) c2.algo = FID_CONV_WINOGRAD4;
+    return c2;
+}
+
 static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
 {
     const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
-    const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    const size_t hw = blk->H * blk->W;
     if (tr) block_stats(net, blk, 0, blk->c0, n);
     for (int l = 0; l < blk->L; l++) {
         dlayer *ly = &blk->layers[l];
         float *y1 = tr ? ly->y1 : net->s3;
         fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
-        fid_conv2d_shape c2 = dn_conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
-        /* Winograd's transforms round a few times more than im2col's one
-           sum. On small maps in training (every tile beside the padding,
-           few values per channel for the batch statistics) that reached
-           some gradients amplified: up to 15x PyTorch's own float32 error
-           on densenet121's 4x4 maps at input 64, with Winograd on every
-           layer. With it on maps of FID_TRAIN_WINO_PIXELS and more only,
-           every gradient stays within 2x PyTorch's error (the parity spec).
-           Evaluation takes Winograd wherever it fits. */
-        if (tr && blk->H * blk->W < FID_TRAIN_WINO_PIXELS) c2.algo = FID_CONV_IM2COL;
+        fid_conv2d_shape c2 = dn_conv2_shape(net, blk, n, tr);
         bn_forward_block(net, blk, &ly->n1, net->s1, n, tr);
         fid_conv2d_forward(y1, net->s1, P(net, ly->conv1), NULL, &c1, net->ws);
         float *out = blk->buf + ly->cin * hw;

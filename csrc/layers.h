@@ -80,14 +80,15 @@ typedef struct fid_conv2d_shape {
     size_t din_nstride;         /* 0 -> in_nstride */
     size_t dout_nstride;        /* 0 -> out_nstride */
     int din_overwrite;          /* backward: 1 writes din = dL/din, 0 adds */
-    int algo;                   /* FID_CONV_AUTO (0), FID_CONV_IM2COL, FID_CONV_WINOGRAD */
+    int algo;                   /* FID_CONV_AUTO (0), _IM2COL, _WINOGRAD, _WINOGRAD4 */
     fid_pool *pool;             /* NULL: serial */
 } fid_conv2d_shape;
 
 /* How the fast path computes a convolution (and the input gradient of a
    stride-1 one, itself a convolution): im2col + gemm, or for 3x3 kernels
    with stride 1 and padding 1 Winograd's F(2x2, 3x3) (winograd.c, 2.25x
-   fewer multiply-adds). AUTO takes Winograd where it fits, with at least
+   fewer multiply-adds) or F(4x4, 3x3) (WINOGRAD4: 4x fewer, rounding
+   several times more; never AUTO's choice). AUTO takes Winograd where it fits, with at least
    FID_WINO_MIN_IN input and FID_WINO_MIN_OUT output channels: measured
    (one thread, batch 16) it ran 1.4-2x faster than im2col from 64 input
    channels up on 32x32 maps (128 -> 32: 1.2-2x on 32x32 to 4x4 maps), and
@@ -95,7 +96,7 @@ typedef struct fid_conv2d_shape {
    its output transform touches 16 values per tile and output channel).
    The input gradient of a stride-1 convolution, itself a convolution of
    OC channels (32 -> 128 in DenseNet), follows the same rule. */
-enum { FID_CONV_AUTO = 0, FID_CONV_IM2COL = 1, FID_CONV_WINOGRAD = 2 };
+enum { FID_CONV_AUTO = 0, FID_CONV_IM2COL = 1, FID_CONV_WINOGRAD = 2, FID_CONV_WINOGRAD4 = 3 };
 #ifndef FID_WINO_MIN_IN
 #define FID_WINO_MIN_IN 64
 #endif
@@ -131,7 +132,8 @@ typedef struct fid_bn_eval {
 void fid_bn_eval_coeffs(const fid_bn_eval *bn, size_t c, float *mu, float *scale, float *shift);
 /* winograd.c: whether s is a 3x3 stride-1 padding-1 convolution; the
    floats of workspace fid_winograd_forward needs; out (=, or += with add)
-   the convolution of in with w (+ b) by F(2x2, 3x3), of bn(in) (and its
+   the convolution of in with w (+ b) by F(4x4, 3x3) when s->algo is
+   FID_CONV_WINOGRAD4, else F(2x2, 3x3), of bn(in) (and its
    ReLU) when bn is given: the normalisation is applied as the input is
    read, bitwise what normalising first would give */
 int fid_winograd_fits(const fid_conv2d_shape *s);

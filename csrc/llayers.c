@@ -408,7 +408,7 @@ static int conv_algo(lua_State *L, int idx, const char *fname)
     if (!lua_isnoneornil(L, idx)) {
         int ok;
         a = lua_tointegerx(L, idx, &ok);
-        if (!ok || a < 0 || a > 2) lerror(L, "%s: unknown convolution algorithm", fname);
+        if (!ok || a < 0 || a > 3) lerror(L, "%s: unknown convolution algorithm", fname);
     }
     return (int)a;
 }

@@ -1,35 +1,44 @@
 /* winograd.c - 3x3 stride-1 padding-1 convolutions by Winograd's minimal
- * filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
- * Neural Networks", 2016), the fast path conv.c takes for them.
+ * filtering F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for
+ * Convolutional Neural Networks", 2016), the fast paths conv.c takes for
+ * them.
  *
- * Each 2x2 block of outputs (a tile) is A^T [ (G g G^T) .* (B^T d B) ] A,
- * where d is the 4x4 input patch under the tile and g a 3x3 kernel: 16
- * multiplications per tile and channel pair instead of 36, so the
- * convolution's multiply-adds fall 2.25x. Summed over input channels the
- * elementwise products become 16 independent matrix products, one per
- * position xi of the 4x4 transformed patch:
+ * Each m x m block of outputs (a tile, m = 2 or 4) is
+ * A^T [ (G g G^T) .* (B^T d B) ] A, where d is the a x a input patch under
+ * the tile (a = m + 2) and g a 3x3 kernel: a^2 multiplications per tile and
+ * channel pair instead of 9 m^2, so the convolution's multiply-adds fall
+ * 2.25x (m = 2) or 4x (m = 4). Summed over input channels the elementwise
+ * products become a^2 independent matrix products, one per position xi of
+ * the transformed patch:
  *
  *   M[xi] (OC, tiles) = U[xi] (OC, C) @ V[xi] (C, tiles)
  *
  * with U the transformed kernels and V the transformed patches. Tiles of
  * every image are numbered in one sequence (image, tile row, tile column)
- * and processed FID_WINO_TILES at a time: small maps need no gathering
- * into groups, and V for one chunk (16 * C * tiles floats) replaces the
- * 9 * C * pixels floats of an im2col buffer.
+ * and processed a chunk at a time: small maps need no gathering into
+ * groups, and V for one chunk replaces an im2col buffer.
  *
  * Work splits over channels for the transforms (each input channel's
- * patches, each output channel's tiles) and over the 16 products, each one
- * whole BLAS call, so results are bitwise the same for every pool size.
- * The transforms' only constants are 1 and 1/2: rounding stays within a
- * few units of the last place of the im2col result (checked against the
- * double-precision direct loops in spec/nn_spec.lua).
+ * patches, each output channel's tiles) and over the a^2 products, each
+ * one whole BLAS call, so results are bitwise the same for every pool
+ * size. F(2x2, 3x3)'s transforms use only 1 and 1/2: its rounding stays
+ * within a few units of the last place of im2col's. F(4x4, 3x3)'s use 1/6,
+ * 1/24, 4, 5 and 8 and round several times more (still about 1e-6 of the
+ * largest output on DenseNet's shapes); faceid asks for it only where no
+ * gradient depends on it (DenseNet evaluation). Both are checked against
+ * the double-precision direct loops in spec/conv_spec.lua.
  */
 #include "layers.h"
 
 #include <string.h>
 
+/* tiles per chunk: V holds a^2 * C * tiles floats (2 MiB for C = 128 with
+   F(2x2, 3x3)) */
 #ifndef FID_WINO_TILES
 #define FID_WINO_TILES 256
+#endif
+#ifndef FID_WINO4_TILES
+#define FID_WINO4_TILES 128
 #endif
 
 int fid_winograd_fits(const fid_conv2d_shape *s)
@@ -38,45 +47,52 @@ int fid_winograd_fits(const fid_conv2d_shape *s)
            s->pad_w == 1;
 }
 
+/* the output tile's side: 4 for FID_CONV_WINOGRAD4, else 2 */
+static size_t tile_of(const fid_conv2d_shape *s)
+{
+    return s->algo == FID_CONV_WINOGRAD4 ? 4 : 2;
+}
+
 static size_t tiles_of(const fid_conv2d_shape *s)
 {
-    return s->N * ((s->OH + 1) / 2) * ((s->OW + 1) / 2);
+    const size_t m = tile_of(s);
+    return s->N * ((s->OH + m - 1) / m) * ((s->OW + m - 1) / m);
 }
 
 static size_t chunk_of(const fid_conv2d_shape *s)
 {
-    const size_t t = tiles_of(s);
-    return t < FID_WINO_TILES ? t : FID_WINO_TILES;
+    const size_t t = tiles_of(s), most = tile_of(s) == 4 ? FID_WINO4_TILES : FID_WINO_TILES;
+    return t < most ? t : most;
 }
 
 size_t fid_winograd_workspace(const fid_conv2d_shape *s)
 {
-    const size_t tb = chunk_of(s);
+    const size_t tb = chunk_of(s), a = tile_of(s) + 2, xs = a * a;
     /* U, V, M, and the input normalisation's coefficients */
-    return 16 * (s->OC * s->C + s->C * tb + s->OC * tb) + 3 * s->C;
+    return xs * (s->OC * s->C + s->C * tb + s->OC * tb) + 3 * s->C;
 }
 
 /* U[xi] (OC, C) = G g G^T for every kernel g = w[o][c] (3x3), stored at
-   U[(o * 16 + xi) * C + c]: the 16 values of one kernel C floats apart */
-static void transform_weights(float *U, const float *w, size_t OC, size_t C)
+   U[(o * a^2 + xi) * C + c]: the a^2 values of one kernel C floats apart */
+static void transform_weights(float *U, const float *w, size_t OC, size_t C, size_t m)
 {
+    /* G, a x 3 (Lavin & Gray); F(4x4, 3x3)'s in double, then rounded once */
+    static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    static const double G4[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                    {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                    {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    const size_t a = m + 2, xs = a * a;
+    const double(*G)[3] = m == 4 ? G4 : G2;
     for (size_t o = 0; o < OC; o++)
         for (size_t c = 0; c < C; c++) {
             const float *g = w + (o * C + c) * 9;
-            float t[4][3], u[4][4];
-            for (int j = 0; j < 3; j++) {
-                t[0][j] = g[j];
-                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-                t[3][j] = g[6 + j];
-            }
-            for (int i = 0; i < 4; i++) {
-                u[i][0] = t[i][0];
-                u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[i][3] = t[i][2];
-            }
-            for (int xi = 0; xi < 16; xi++) U[(o * 16 + (size_t)xi) * C + c] = u[xi / 4][xi % 4];
+            double t[6][3];
+            for (size_t i = 0; i < a; i++)
+                for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+            for (size_t i = 0; i < a; i++)
+                for (size_t k = 0; k < a; k++)
+                    U[(o * xs + i * a + k) * C + c] =
+                        (float)(t[i][0] * G[k][0] + t[i][1] * G[k][1] + t[i][2] * G[k][2]);
         }
 }
 
@@ -88,13 +104,14 @@ typedef struct wino_job {
     const fid_bn_eval *bn; /* applied to the input as it is read, or NULL */
     const float *coef;     /* bn's mu, scale and shift, C floats each */
     float *V, *M;
+    size_t m, a, xs;   /* tile side, patch side, a^2 */
     size_t t0, nt;     /* the chunk: tiles t0 .. t0 + nt - 1 */
     int add;           /* output: += instead of = */
 } wino_job;
 
-/* V holds channel c's 16 transformed patches of tile t at
-   V[(c * 16 + xi) * nt + t], M output channel o's 16 products likewise:
-   each channel's data is one contiguous block, and the 16 streams a
+/* V holds channel c's a^2 transformed patches of tile t at
+   V[(c * a^2 + xi) * nt + t], M output channel o's products likewise:
+   each channel's data is one contiguous block, and the streams a
    transform writes or reads are nt floats apart (not C * nt: those strides
    are large powers of two, and the streams would share cache sets). */
 
@@ -113,9 +130,13 @@ static inline void st4(float *p, v4 x)
     memcpy(p, &x, sizeof x);
 }
 
-/* B^T d B of the 4x4 patch(es) d, into v[xi * ld] (one tile, T = float,
-   or four side by side, T = v4) */
-#define INPUT_TRANSFORM(T, d, v, ld, STORE)                                                              \
+#define STORE1(p, x) (*(p) = (x))
+#define STORE4(p, x) st4((p), (x))
+#define LOAD1(p) (*(p))
+
+/* F(2x2, 3x3): B^T d B of the 4x4 patch(es) d, into v[xi * ld] (one tile,
+   T = float, or four side by side, T = v4) */
+#define INPUT_TRANSFORM2(T, d, v, ld, STORE)                                                             \
     do {                                                                                                 \
         T e_[4][4];                                                                                      \
         for (int q_ = 0; q_ < 4; q_++) {                                                                 \
@@ -133,105 +154,178 @@ static inline void st4(float *p, v4 x)
         }                                                                                                \
     } while (0)
 
-#define STORE1(p, x) (*(p) = (x))
-#define STORE4(p, x) st4((p), (x))
+/* F(4x4, 3x3): B^T's rows applied to six values x0..x5 */
+#define BT4(T, x, y)                                                                                     \
+    do {                                                                                                 \
+        y[0] = 4 * x[0] - 5 * x[2] + x[4];                                                               \
+        y[1] = x[3] + x[4] - 4 * (x[1] + x[2]);                                                          \
+        y[2] = 4 * (x[1] - x[2]) - x[3] + x[4];                                                          \
+        y[3] = 2 * (x[3] - x[1]) - x[2] + x[4];                                                          \
+        y[4] = 2 * (x[1] - x[3]) - x[2] + x[4];                                                          \
+        y[5] = 4 * x[1] - 5 * x[3] + x[5];                                                               \
+    } while (0)
+
+#define INPUT_TRANSFORM4(T, d, v, ld, STORE)                                                             \
+    do {                                                                                                 \
+        T e_[6][6];                                                                                      \
+        for (int q_ = 0; q_ < 6; q_++) {                                                                 \
+            T x_[6], y_[6];                                                                              \
+            for (int r_ = 0; r_ < 6; r_++) x_[r_] = d[r_][q_];                                           \
+            BT4(T, x_, y_);                                                                              \
+            for (int r_ = 0; r_ < 6; r_++) e_[r_][q_] = y_[r_];                                          \
+        }                                                                                                \
+        for (int r_ = 0; r_ < 6; r_++) {                                                                 \
+            T y_[6];                                                                                     \
+            BT4(T, e_[r_], y_);                                                                          \
+            for (int q_ = 0; q_ < 6; q_++) STORE((v) + (size_t)(6 * r_ + q_) * (ld), y_[q_]);            \
+        }                                                                                                \
+    } while (0)
 
 /* tiles are transformed a segment of a tile row at a time, through a
-   zero-padded copy of the 4 input rows (2 output rows) it covers: the
+   zero-padded copy of the a input rows (m output rows) it covers: the
    borders and small maps take the same 4-tiles-at-once code as the inside */
-#define SEG 64
-#define SEG_COLS (2 * SEG + 8)
+#define SEG 32
+#define SEG_COLS (4 * SEG + 8)
 
-/* one tile: p = its patch's top left in a row buffer of row length ldp */
-static void input_tile(float *v, size_t ld, const float *p, size_t ldp)
+/* one tile, its patch at column k of the buffered rows (F(2x2, 3x3)) */
+static void input_tile2(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
 {
     float d[4][4];
     for (int r = 0; r < 4; r++)
-        for (int q = 0; q < 4; q++) d[r][q] = p[(size_t)r * ldp + (size_t)q];
-    INPUT_TRANSFORM(float, d, v, ld, STORE1);
+        for (int q = 0; q < 4; q++) d[r][q] = rows[r][k + (size_t)q];
+    INPUT_TRANSFORM2(float, d, v, ld, STORE1);
 }
 
-/* four tiles side by side: p = the first one's patch top left */
-static void input_tiles4(float *v, size_t ld, const float *p, size_t ldp)
+/* four tiles side by side, the first one's patch at column k */
+static void input_tiles2(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
 {
     const v4i even = {0, 2, 4, 6}, odd = {1, 3, 5, 7};
     v4 d[4][4];
-    for (int r = 0; r < 4; r++, p += ldp) {
+    for (int r = 0; r < 4; r++) {
         /* tile i's column q is pixel 2i + q of the row */
+        const float *p = rows[r] + k;
         const v4 a = ld4(p), b = ld4(p + 4), c = ld4(p + 2), e = ld4(p + 6);
         d[r][0] = __builtin_shuffle(a, b, even);
         d[r][1] = __builtin_shuffle(a, b, odd);
         d[r][2] = __builtin_shuffle(c, e, even);
         d[r][3] = __builtin_shuffle(c, e, odd);
     }
-    INPUT_TRANSFORM(v4, d, v, ld, STORE4);
+    INPUT_TRANSFORM2(v4, d, v, ld, STORE4);
+}
+
+static void input_tile4(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
+{
+    float d[6][6];
+    for (int r = 0; r < 6; r++)
+        for (int q = 0; q < 6; q++) d[r][q] = rows[r][k + (size_t)q];
+    INPUT_TRANSFORM4(float, d, v, ld, STORE1);
+}
+
+/* the 4x4 transpose: out[q] = {x0[q], x1[q], x2[q], x3[q]} */
+static inline void transpose4(v4 out[4], v4 x0, v4 x1, v4 x2, v4 x3)
+{
+    const v4i lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7}, first = {0, 1, 4, 5}, second = {2, 3, 6, 7};
+    const v4 t0 = __builtin_shuffle(x0, x1, lo), t1 = __builtin_shuffle(x2, x3, lo);
+    const v4 t2 = __builtin_shuffle(x0, x1, hi), t3 = __builtin_shuffle(x2, x3, hi);
+    out[0] = __builtin_shuffle(t0, t1, first);
+    out[1] = __builtin_shuffle(t0, t1, second);
+    out[2] = __builtin_shuffle(t2, t3, first);
+    out[3] = __builtin_shuffle(t2, t3, second);
+}
+
+static void input_tiles4(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
+{
+    v4 d[6][6];
+    for (int r = 0; r < 6; r++) {
+        /* tile i's column q is pixel 4i + q of the row: quads p0..p4 transposed */
+        const float *p = rows[r] + k;
+        const v4 p0 = ld4(p), p1 = ld4(p + 4), p2 = ld4(p + 8), p3 = ld4(p + 12), p4 = ld4(p + 16);
+        v4 q[4], q45[4];
+        transpose4(q, p0, p1, p2, p3);
+        transpose4(q45, p1, p2, p3, p4);
+        for (int c = 0; c < 4; c++) d[r][c] = q[c];
+        d[r][4] = q45[0];
+        d[r][5] = q45[1];
+    }
+    INPUT_TRANSFORM4(v4, d, v, ld, STORE4);
 }
 
 /* walks the chunk's tiles one run (the part of a tile row) at a time:
-   calls fn(ctx, t, img, oy, tx0, tx1) for tiles t.. of image img, tile
-   row oy / 2, tile columns tx0 .. tx1 - 1 */
+   calls fn(j, item, t, img, oy, tx0, tx1) for tiles t.. of image img,
+   first output row oy, tile columns tx0 .. tx1 - 1 */
 typedef void (*run_fn)(const wino_job *j, size_t item, size_t t, size_t img, size_t oy, size_t tx0,
                        size_t tx1);
 
 static void for_runs(const wino_job *j, size_t item, run_fn fn)
 {
     const fid_conv2d_shape *s = j->s;
-    const size_t tw = (s->OW + 1) / 2, th = (s->OH + 1) / 2;
+    const size_t m = j->m, tw = (s->OW + m - 1) / m, th = (s->OH + m - 1) / m;
     size_t t = 0;
     while (t < j->nt) {
         const size_t g = j->t0 + t, img = g / (th * tw), ty = g / tw % th, tx = g % tw;
         const size_t len = tw - tx < j->nt - t ? tw - tx : j->nt - t;
-        fn(j, item, t, img, 2 * ty, tx, tx + len);
+        fn(j, item, t, img, m * ty, tx, tx + len);
         t += len;
     }
+}
+
+/* row = the plane's row y - 1, columns x0 - 1 .. x0 + ncol - 2 (0 outside
+   the plane), normalised when the job says so */
+static void fill_row(const wino_job *j, size_t c, const float *plane, size_t y, size_t x0, size_t ncol,
+                     float *row)
+{
+    const fid_conv2d_shape *s = j->s;
+    const size_t H = s->H, W = s->W, C = s->C;
+    size_t k = 0;
+    if (y >= 1 && y <= H) {
+        const float *src = plane + (y - 1) * W;
+        /* columns x0 - 1 + k inside the plane: k0 .. k1 - 1, from src[x] */
+        const size_t k0 = x0 == 0 ? 1 : 0, x = x0 + k0 - 1;
+        const size_t k1 = x >= W ? k0 : (W - x < ncol - k0 ? W - x : ncol - k0) + k0;
+        for (; k < k0; k++) row[k] = 0.0f;
+        if (j->bn) {
+            /* batchnorm.c's affine(), ReLU and all */
+            const float mu = j->coef[c], scale = j->coef[C + c], shift = j->coef[2 * C + c];
+            const v4 vm = {mu, mu, mu, mu}, vs = {scale, scale, scale, scale};
+            const v4 vb = {shift, shift, shift, shift}, zero = {0.0f, 0.0f, 0.0f, 0.0f};
+            const v4i keep_all = {-1, -1, -1, -1}, none = {0, 0, 0, 0};
+            const v4i norelu = j->bn->relu ? none : keep_all;
+            for (; k + 4 <= k1; k += 4) {
+                const v4 v = (ld4(src + x + (k - k0)) - vm) * vs + vb;
+                const v4i keep = (v > zero) | norelu;
+                st4(row + k, (v4)((v4i)v & keep));
+            }
+            for (; k < k1; k++) {
+                const float v = (src[x + (k - k0)] - mu) * scale + shift;
+                row[k] = !j->bn->relu || v > 0.0f ? v : 0.0f;
+            }
+        }
+        for (; k + 4 <= k1; k += 4) st4(row + k, ld4(src + x + (k - k0)));
+        for (; k < k1; k++) row[k] = src[x + (k - k0)];
+    }
+    for (; k < ncol; k++) row[k] = 0.0f;
 }
 
 static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t oy, size_t tx0, size_t tx1)
 {
     const fid_conv2d_shape *s = j->s;
-    const size_t H = s->H, W = s->W, ld = j->nt;
-    const float *plane = j->src + img * s->in_nstride + c * H * W;
-    float *v = j->V + c * 16 * ld + t;
-    float buf[4][SEG_COLS];
-    const size_t C = s->C;
-    const float mu = j->bn ? j->coef[c] : 0.0f, scale = j->bn ? j->coef[C + c] : 1.0f;
-    const float shift = j->bn ? j->coef[2 * C + c] : 0.0f;
-    for (size_t a = tx0; a < tx1; a += SEG) {
-        const size_t len = tx1 - a < SEG ? tx1 - a : SEG, ncol = 2 * len + 2;
-        /* buf[r][k] = the plane's row oy - 1 + r, column 2a - 1 + k (0 outside) */
-        for (size_t r = 0; r < 4; r++) {
-            float *row = buf[r];
-            size_t k = 0;
-            if (oy + r >= 1 && oy + r <= H) {
-                const float *src = plane + (oy + r - 1) * W;
-                /* columns 2a - 1 + k inside the plane: k0 .. k1 - 1 */
-                const size_t k0 = a == 0 ? 1 : 0, x0 = 2 * a + k0 - 1;
-                const size_t k1 = x0 >= W ? k0 : (W - x0 < ncol - k0 ? W - x0 : ncol - k0) + k0;
-                for (; k < k0; k++) row[k] = 0.0f;
-                if (j->bn) {
-                    /* batchnorm.c's affine(), ReLU and all */
-                    const v4 vm = {mu, mu, mu, mu}, vs = {scale, scale, scale, scale};
-                    const v4 vb = {shift, shift, shift, shift}, zero = {0.0f, 0.0f, 0.0f, 0.0f};
-                    const v4i keep_all = {-1, -1, -1, -1}, none = {0, 0, 0, 0};
-                    const v4i norelu = j->bn->relu ? none : keep_all;
-                    for (; k + 4 <= k1; k += 4) {
-                        const v4 y = (ld4(src + x0 + (k - k0)) - vm) * vs + vb;
-                        const v4i keep = (y > zero) | norelu;
-                        st4(row + k, (v4)((v4i)y & keep));
-                    }
-                    for (; k < k1; k++) {
-                        const float y = (src[x0 + (k - k0)] - mu) * scale + shift;
-                        row[k] = !j->bn->relu || y > 0.0f ? y : 0.0f;
-                    }
-                }
-                for (; k + 4 <= k1; k += 4) st4(row + k, ld4(src + x0 + (k - k0)));
-                for (; k < k1; k++) row[k] = src[x0 + (k - k0)];
-            }
-            for (; k < ncol; k++) row[k] = 0.0f;
-        }
+    const size_t ld = j->nt, m = j->m, a = j->a;
+    const float *plane = j->src + img * s->in_nstride + c * s->H * s->W;
+    float *v = j->V + c * j->xs * ld + t;
+    float buf[6][SEG_COLS];
+    for (size_t g = tx0; g < tx1; g += SEG) {
+        const size_t len = tx1 - g < SEG ? tx1 - g : SEG;
+        /* buf[r][k] = the plane's row oy - 1 + r, column m g - 1 + k; the
+           four-tile loads read up to 2 columns past the last patch */
+        for (size_t r = 0; r < a; r++) fill_row(j, c, plane, oy + r, m * g, m * len + 4, buf[r]);
         size_t i = 0;
-        for (; i + 4 <= len; i += 4) input_tiles4(v + i, ld, &buf[0][2 * i], SEG_COLS);
-        for (; i < len; i++) input_tile(v + i, ld, &buf[0][2 * i], SEG_COLS);
+        if (m == 4) {
+            for (; i + 4 <= len; i += 4) input_tiles4(v + i, ld, buf, 4 * i);
+            for (; i < len; i++) input_tile4(v + i, ld, buf, 4 * i);
+        } else {
+            for (; i + 4 <= len; i += 4) input_tiles2(v + i, ld, buf, 2 * i);
+            for (; i < len; i++) input_tile2(v + i, ld, buf, 2 * i);
+        }
         v += len;
     }
 }
@@ -242,9 +336,9 @@ static void input_job(void *ctx, size_t c0, size_t c1)
     for (size_t c = c0; c < c1; c++) for_runs(ctx, c, input_run);
 }
 
-/* A^T m A (+ bias) of the products m[xi * ld]: y[r][q] for one tile (T =
-   float) or four side by side (T = v4) */
-#define OUTPUT_TRANSFORM(T, LOAD, m, ld, bias, y)                                                        \
+/* F(2x2, 3x3): A^T m A (+ bias) of the products m[xi * ld]: y[r][q] for
+   one tile (T = float) or four side by side (T = v4) */
+#define OUTPUT_TRANSFORM2(T, LOAD, m, ld, bias, y)                                                       \
     do {                                                                                                 \
         T a_[2][4];                                                                                      \
         for (int q_ = 0; q_ < 4; q_++) {                                                                 \
@@ -259,38 +353,80 @@ static void input_job(void *ctx, size_t c0, size_t c1)
         }                                                                                                \
     } while (0)
 
-#define LOAD1(p) (*(p))
+/* F(4x4, 3x3): A^T's rows applied to six values */
+#define AT4(x, y)                                                                                        \
+    do {                                                                                                 \
+        y[0] = x[0] + (x[1] + x[2]) + (x[3] + x[4]);                                                     \
+        y[1] = (x[1] - x[2]) + 2 * (x[3] - x[4]);                                                        \
+        y[2] = (x[1] + x[2]) + 4 * (x[3] + x[4]);                                                        \
+        y[3] = (x[1] - x[2]) + 8 * (x[3] - x[4]) + x[5];                                                 \
+    } while (0)
+
+#define OUTPUT_TRANSFORM4(T, LOAD, m, ld, bias, y)                                                       \
+    do {                                                                                                 \
+        T a_[4][6];                                                                                      \
+        for (int q_ = 0; q_ < 6; q_++) {                                                                 \
+            T x_[6], z_[4];                                                                              \
+            for (int r_ = 0; r_ < 6; r_++) x_[r_] = LOAD((m) + (size_t)(6 * r_ + q_) * (ld));            \
+            AT4(x_, z_);                                                                                 \
+            for (int r_ = 0; r_ < 4; r_++) a_[r_][q_] = z_[r_];                                          \
+        }                                                                                                \
+        for (int r_ = 0; r_ < 4; r_++) {                                                                 \
+            T z_[4];                                                                                     \
+            AT4(a_[r_], z_);                                                                             \
+            for (int q_ = 0; q_ < 4; q_++) y[r_][q_] = z_[q_] + (bias);                                  \
+        }                                                                                                \
+    } while (0)
 
 static void output_run(const wino_job *j, size_t o, size_t t, size_t img, size_t oy, size_t tx0, size_t tx1)
 {
     const fid_conv2d_shape *s = j->s;
-    const size_t OH = s->OH, OW = s->OW, ld = j->nt;
-    const float *m = j->M + o * 16 * ld + t;
+    const size_t OH = s->OH, OW = s->OW, ld = j->nt, m = j->m;
+    const float *mp = j->M + o * j->xs * ld + t;
     float *plane = j->dst + img * s->out_nstride + o * OH * OW;
     const float bias = j->b ? j->b[o] : 0.0f;
     const v4 bv = {bias, bias, bias, bias};
-    const v4i lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7};
-    float buf[2][SEG_COLS];
-    for (size_t a = tx0; a < tx1; a += SEG, m += SEG) {
-        const size_t len = tx1 - a < SEG ? tx1 - a : SEG;
-        /* buf[r][k] = output row oy + r, column 2a + k */
+    float buf[4][SEG_COLS];
+    for (size_t g = tx0; g < tx1; g += SEG, mp += SEG) {
+        const size_t len = tx1 - g < SEG ? tx1 - g : SEG;
+        /* buf[r][k] = output row oy + r, column m g + k */
         size_t i = 0;
-        for (; i + 4 <= len; i += 4) {
-            v4 y[2][2];
-            OUTPUT_TRANSFORM(v4, ld4, m + i, ld, bv, y);
-            for (int r = 0; r < 2; r++) {
-                /* tile i's columns are pixels 2i and 2i + 1 of the row */
-                st4(&buf[r][2 * i], __builtin_shuffle(y[r][0], y[r][1], lo));
-                st4(&buf[r][2 * i + 4], __builtin_shuffle(y[r][0], y[r][1], hi));
+        if (m == 4) {
+            for (; i + 4 <= len; i += 4) {
+                v4 y[4][4];
+                OUTPUT_TRANSFORM4(v4, ld4, mp + i, ld, bv, y);
+                for (int r = 0; r < 4; r++) {
+                    /* y[r][q] holds column q of the four tiles: one tile per quad */
+                    v4 px[4];
+                    transpose4(px, y[r][0], y[r][1], y[r][2], y[r][3]);
+                    for (int u = 0; u < 4; u++) st4(&buf[r][4 * (i + (size_t)u)], px[u]);
+                }
+            }
+            for (; i < len; i++) {
+                float y[4][4];
+                OUTPUT_TRANSFORM4(float, LOAD1, mp + i, ld, bias, y);
+                for (int r = 0; r < 4; r++)
+                    for (int q = 0; q < 4; q++) buf[r][4 * i + (size_t)q] = y[r][q];
+            }
+        } else {
+            const v4i lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7};
+            for (; i + 4 <= len; i += 4) {
+                v4 y[2][2];
+                OUTPUT_TRANSFORM2(v4, ld4, mp + i, ld, bv, y);
+                for (int r = 0; r < 2; r++) {
+                    /* tile i's columns are pixels 2i and 2i + 1 of the row */
+                    st4(&buf[r][2 * i], __builtin_shuffle(y[r][0], y[r][1], lo));
+                    st4(&buf[r][2 * i + 4], __builtin_shuffle(y[r][0], y[r][1], hi));
+                }
+            }
+            for (; i < len; i++) {
+                float y[2][2];
+                OUTPUT_TRANSFORM2(float, LOAD1, mp + i, ld, bias, y);
+                for (int r = 0; r < 2; r++) buf[r][2 * i] = y[r][0], buf[r][2 * i + 1] = y[r][1];
             }
         }
-        for (; i < len; i++) {
-            float y[2][2];
-            OUTPUT_TRANSFORM(float, LOAD1, m + i, ld, bias, y);
-            for (int r = 0; r < 2; r++) buf[r][2 * i] = y[r][0], buf[r][2 * i + 1] = y[r][1];
-        }
-        const size_t x0 = 2 * a, n = OW - x0 < 2 * len ? OW - x0 : 2 * len;
-        for (size_t r = 0; r < 2 && oy + r < OH; r++) {
+        const size_t x0 = m * g, n = OW - x0 < m * len ? OW - x0 : m * len;
+        for (size_t r = 0; r < m && oy + r < OH; r++) {
             float *row = plane + (oy + r) * OW + x0;
             size_t k = 0;
             if (j->add) {
@@ -315,20 +451,20 @@ static void product_job(void *ctx, size_t x0, size_t x1)
 {
     const wino_job *j = ctx;
     const fid_conv2d_shape *s = j->s;
-    const size_t nt = j->nt;
+    const size_t nt = j->nt, xs = j->xs;
     for (size_t xi = x0; xi < x1; xi++)
-        fid_gemm(0, 0, s->OC, nt, s->C, 1.0f, j->U + xi * s->C, 16 * s->C, j->V + xi * nt, 16 * nt, 0.0f,
-                 j->M + xi * nt, 16 * nt);
+        fid_gemm(0, 0, s->OC, nt, s->C, 1.0f, j->U + xi * s->C, xs * s->C, j->V + xi * nt, xs * nt, 0.0f,
+                 j->M + xi * nt, xs * nt);
 }
 
 void fid_winograd_forward(float *out, const float *in, const float *w, const float *b,
                           const fid_conv2d_shape *s, float *workspace, int add, const fid_bn_eval *bn)
 {
-    const size_t total = tiles_of(s), tb = chunk_of(s);
-    float *U = workspace, *V = U + 16 * s->OC * s->C, *M = V + 16 * s->C * tb, *coef = M + 16 * s->OC * tb;
+    const size_t total = tiles_of(s), tb = chunk_of(s), m = tile_of(s), a = m + 2, xs = a * a;
+    float *U = workspace, *V = U + xs * s->OC * s->C, *M = V + xs * s->C * tb, *coef = M + xs * s->OC * tb;
     const int threaded = fid_pool_size(s->pool) > 1;
     const int blas_threads = threaded ? fid_get_num_threads() : 1;
-    transform_weights(U, w, s->OC, s->C);
+    transform_weights(U, w, s->OC, s->C, m);
     if (bn)
         for (size_t c = 0; c < s->C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + s->C + c, coef + 2 * s->C + c);
     /* the pool threads the products: BLAS stays on one thread meanwhile */
@@ -336,13 +472,13 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         wino_job j = {.s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
-                      .t0 = t0, .nt = nt, .add = add};
-        fid_pool_for_work(s->pool, s->C, 16 * s->C * nt, input_job, &j);
+                      .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .add = add};
+        fid_pool_for_work(s->pool, s->C, xs * s->C * nt, input_job, &j);
         if (threaded)
-            fid_pool_for(s->pool, 16, product_job, &j);
+            fid_pool_for(s->pool, xs, product_job, &j);
         else
-            product_job(&j, 0, 16);
-        fid_pool_for_work(s->pool, s->OC, 16 * s->OC * nt, output_job, &j);
+            product_job(&j, 0, xs);
+        fid_pool_for_work(s->pool, s->OC, xs * s->OC * nt, output_job, &j);
     }
     if (blas_threads != 1) fid_set_num_threads(blas_threads);
 }

@@ -65,15 +65,26 @@ local configs = {
   { name = "stride larger than the kernel", n = 2, c = 2, h = 10, w = 9, oc = 2, kh = 2, kw = 3,
     stride = { 4, 3 }, padding = { 0, 1 } },
   -- Winograd F(2x2, 3x3): 2x2 output tiles, numbered across images and
-  -- transformed 256 at a time, rows in segments of 64 tiles
+  -- transformed 256 at a time, rows in segments of 32 tiles; F(4x4, 3x3):
+  -- 4x4 tiles, 128 at a time
   { name = "winograd: odd 9x7 maps (half tiles at the edges)", n = 3, c = 5, h = 9, w = 7, oc = 4, kh = 3,
     kw = 3, padding = 1, algorithm = "winograd" },
   { name = "winograd: 1x2 maps", n = 4, c = 3, h = 1, w = 2, oc = 2, kh = 3, kw = 3, padding = 1,
     algorithm = "winograd" },
   { name = "winograd: 385 tiles, a chunk ending inside a tile row of the fourth image", n = 5, c = 3, h = 13,
     w = 22, oc = 3, kh = 3, kw = 3, padding = 1, algorithm = "winograd" },
-  { name = "winograd: rows of 131 tiles (segments of 64, 64 and 3)", n = 1, c = 2, h = 3, w = 261, oc = 3,
-    kh = 3, kw = 3, padding = 1, algorithm = "winograd" },
+  { name = "winograd: rows of 131 tiles (segments of 32, 32, 32, 32 and 3)", n = 1, c = 2, h = 3, w = 261,
+    oc = 3, kh = 3, kw = 3, padding = 1, algorithm = "winograd" },
+  { name = "winograd4: 9x7 maps (partial tiles at the edges)", n = 3, c = 5, h = 9, w = 7, oc = 4, kh = 3,
+    kw = 3, padding = 1, algorithm = "winograd4" },
+  { name = "winograd4: 1x2 maps", n = 4, c = 3, h = 1, w = 2, oc = 2, kh = 3, kw = 3, padding = 1,
+    algorithm = "winograd4" },
+  { name = "winograd4: 168 tiles, a chunk ending inside a tile row of the sixth image", n = 7, c = 3, h = 13,
+    w = 22, oc = 3, kh = 3, kw = 3, padding = 1, algorithm = "winograd4" },
+  { name = "winograd4: rows of 66 tiles (segments of 32, 32 and 2)", n = 1, c = 2, h = 5, w = 263, oc = 3,
+    kh = 3, kw = 3, padding = 1, algorithm = "winograd4" },
+  { name = "winograd4: dx as a Winograd convolution of dy", n = 2, c = 6, h = 8, w = 8, oc = 2, kh = 3, kw = 3,
+    padding = 1, algorithm = "winograd4" },
   { name = "winograd: dx as a Winograd convolution of dy (fewer outputs than inputs)", n = 2, c = 6, h = 8,
     w = 8, oc = 2, kh = 3, kw = 3, padding = 1, algorithm = "winograd" },
   { name = "winograd: more outputs than inputs (dx through col2im)", n = 2, c = 2, h = 6, w = 5, oc = 5,
@@ -222,11 +233,16 @@ describe("nn.conv2d algorithms", function()
 
   it("Winograd on DenseNet's shapes stays within float rounding of the direct loops", function()
     local g = faceid.Generator(5)
-    for _, hw in ipairs({ 16, 8, 4 }) do
-      local x = faceid.randn(g, 3, 128, hw, hw):relu()
-      local w = faceid.randn(g, 32, 128, 3, 3) * 0.03
-      local y = nn.conv2d(x, w, { padding = 1, algorithm = "winograd" })
-      assert_close(y, nn.conv2d_naive(x, w, { padding = 1 }), 2e-6, "128 -> 32 on " .. hw .. "x" .. hw)
+    -- measured: im2col about 3e-7 of the largest output, F(2x2, 3x3) 3e-7,
+    -- F(4x4, 3x3) 8e-6
+    for _, case in ipairs({ { "winograd", 2e-6 }, { "winograd4", 2e-5 } }) do
+      for _, hw in ipairs({ 16, 8, 4 }) do
+        local x = faceid.randn(g, 3, 128, hw, hw):relu()
+        local w = faceid.randn(g, 32, 128, 3, 3) * 0.03
+        local y = nn.conv2d(x, w, { padding = 1, algorithm = case[1] })
+        assert_close(y, nn.conv2d_naive(x, w, { padding = 1 }), case[2],
+          case[1] .. " 128 -> 32 on " .. hw .. "x" .. hw)
+      end
     end
   end)
 
@@ -238,9 +254,11 @@ describe("nn.conv2d algorithms", function()
       { padding = 1, stride = 2, algorithm = "winograd" })
     fails_with("got 3x3, stride 1x1, padding 0x0", nn.conv2d_backward, faceid.zeros(1, 1, 4, 4), x,
       faceid.zeros(1, 2, 3, 3), { algorithm = "winograd" }, x:clone())
-    fails_with('nn.conv2d: option algorithm must be "auto", "im2col" or "winograd", got "fft"', nn.conv2d, x,
+    fails_with("nn.conv2d: winograd4 needs a 3x3 kernel, stride 1 and padding 1, got 1x1", nn.conv2d, x,
+      faceid.zeros(1, 2, 1, 1), { algorithm = "winograd4" })
+    fails_with('nn.conv2d: option algorithm must be "auto", "im2col", "winograd" or "winograd4", got "fft"', nn.conv2d, x,
       faceid.zeros(1, 2, 3, 3), { algorithm = "fft" })
-    fails_with('nn.conv2d_naive: option algorithm must be "auto", "im2col" or "winograd", got number',
+    fails_with('nn.conv2d_naive: option algorithm must be "auto", "im2col", "winograd" or "winograd4", got number',
       nn.conv2d_naive, x, faceid.zeros(1, 2, 3, 3), { algorithm = 2 })
     fails_with("nn.conv2d: unknown convolution algorithm", require("faceid.core")._nn.conv2d, x,
       faceid.zeros(1, 2, 3, 3), nil, 1, 1, 1, 1, nil, 7)

@@ -125,8 +125,8 @@ end
 -- ---- conv2d -------------------------------------------------------------
 
 local CONV = { stride = 1, padding = 0, bias = NONE, out = NONE, overwrite_dx = false, algorithm = "auto" }
--- the C core's codes (FID_CONV_AUTO, FID_CONV_IM2COL, FID_CONV_WINOGRAD)
-local ALGORITHMS = { auto = 0, im2col = 1, winograd = 2 }
+-- the C core's codes (FID_CONV_AUTO, FID_CONV_IM2COL, FID_CONV_WINOGRAD, FID_CONV_WINOGRAD4)
+local ALGORITHMS = { auto = 0, im2col = 1, winograd = 2, winograd4 = 3 }
 
 local function conv_opts(fname, opts)
   local o = options(fname, opts, CONV)
@@ -134,7 +134,7 @@ local function conv_opts(fname, opts)
   local ph, pw = pair(fname, "padding", o.padding, 0)
   local algo = ALGORITHMS[o.algorithm]
   if not algo then
-    fail(('%s: option algorithm must be "auto", "im2col" or "winograd", got %s'):format(
+    fail(('%s: option algorithm must be "auto", "im2col", "winograd" or "winograd4", got %s'):format(
       fname, type(o.algorithm) == "string" and ('"' .. o.algorithm .. '"') or type(o.algorithm)))
   end
   return o, sh, sw, ph, pw, algo
@@ -147,7 +147,7 @@ end
 --   `out` (a tensor (N, OC, OH, OW), possibly a channel slice, to write into),
 --   `algorithm` ("auto": Winograd F(2x2, 3x3) for 3x3 kernels with stride 1
 --   and padding 1 and at least 64 input channels, im2col + gemm otherwise;
---   "im2col"; "winograd", an error for other kernels)
+--   "im2col"; "winograd", an error for other kernels; "winograd4", F(4x4, 3x3))
 -- @return y (N, OC, OH, OW), OH = floor((H + 2*ph - KH) / sh) + 1
 function M.conv2d(x, w, opts)
   local o, sh, sw, ph, pw, algo = conv_opts("nn.conv2d", opts)
