@@ -216,6 +216,13 @@ static float scale_of(const float *gamma, const float *invstd, size_t c)
 
 void fid_bn_eval_coeffs(const fid_bn_eval *bn, size_t c, float *mu, float *scale, float *shift)
 {
+    if (bn->mean) {
+        /* as apply_channels does from saved statistics */
+        *mu = bn->mean[c];
+        *scale = (float)((bn->gamma ? (double)bn->gamma[c] : 1.0) * (double)bn->invstd[c]);
+        *shift = bn->beta ? bn->beta[c] : 0.0f;
+        return;
+    }
     /* as forward_channels and normalise compute them in evaluation */
     const float invstd = (float)(1.0 / sqrt((double)bn->running_var[c] + (double)bn->eps));
     *mu = bn->running_mean[c];

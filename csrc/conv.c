@@ -441,6 +441,12 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
             if (!dw) return;
         }
     }
+    if (dw && use_winograd(s)) {
+        /* the weight gradient of the whole batch at once, F(2x2, 3x3) */
+        fid_winograd_weight_grad(dw, in, dout, s, col, NULL);
+        dw = NULL;
+        if (!din) return;
+    }
     for (size_t n0 = 0; n0 < s->N; n0 += G) {
         const size_t g = s->N - n0 < G ? s->N - n0 : G, cols = g * ohw, icols = g * hw;
         const float *x = in + n0 * s->in_nstride, *dy = dout + n0 * s->dout_nstride;

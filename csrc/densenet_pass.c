@@ -350,11 +350,22 @@ static void block_backward(fid_densenet *net, dblock *blk, size_t n)
     for (int l = blk->L - 1; l >= 0; l--) {
         dlayer *ly = &blk->layers[l];
         fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
-        fid_conv2d_shape c2 = dn_conv_shape(net, n, bw, blk->H, blk->W, k, 3, 1, 1, 0, ns);
-        /* conv2 needs its input a2 = relu(bn2(y1)): recomputed into s2 */
-        bn_relu_apply(net, &ly->n2, net->s2, ly->y1, 0, n, blk->H, blk->W);
-        fid_conv2d_backward(net->s3, G(net, ly->conv2), NULL, blk->dbuf + ly->cin * hw, net->s2,
-                            P(net, ly->conv2), &c2, net->ws);
+        fid_conv2d_shape c2 = dn_conv2_shape(net, blk, n, 1);
+        float *dy2 = blk->dbuf + ly->cin * hw;
+        if (fid_conv2d_uses_winograd(&c2)) {
+            /* conv2's weight gradient by Winograd, bn2 and its ReLU applied
+               as it reads y1 (bitwise the recomputed a2); its input
+               gradient needs only dy and the weights */
+            const bn_ref *r = &ly->n2;
+            fid_bn_eval bn = {.mean = r->mean, .invstd = r->invstd, .gamma = P(net, r->w), .beta = P(net, r->b),
+                              .relu = 1};
+            fid_winograd_weight_grad(G(net, ly->conv2), ly->y1, dy2, &c2, net->ws, &bn);
+            fid_conv2d_backward(net->s3, NULL, NULL, dy2, ly->y1, P(net, ly->conv2), &c2, net->ws);
+        } else {
+            /* conv2 needs its input a2 = relu(bn2(y1)): recomputed into s2 */
+            bn_relu_apply(net, &ly->n2, net->s2, ly->y1, 0, n, blk->H, blk->W);
+            fid_conv2d_backward(net->s3, G(net, ly->conv2), NULL, dy2, net->s2, P(net, ly->conv2), &c2, net->ws);
+        }
         bn_relu_backward(net, &ly->n2, net->s2, 0, 1, net->s3, 0, ly->y1, 0, n, blk->H, blk->W);
         /* conv1 needs a1 = relu(bn1(features)): recomputed into s1 */
         bn_relu_apply(net, &ly->n1, net->s1, blk->buf, ns, n, blk->H, blk->W);

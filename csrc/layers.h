@@ -119,12 +119,15 @@ void fid_conv2d_forward(float *out, const float *in, const float *w, const float
 void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
                          const float *in, const float *w, const fid_conv2d_shape *s,
                          float *workspace);
-/* An evaluation-mode batch norm by its running statistics, and the
-   per-channel coefficients its forward applies, y = (x - mu) * scale +
-   shift: bitwise the ones fid_batchnorm2d_forward uses (for kernels that
-   apply the normalisation as they read, such as winograd.c) */
+/* A batch norm by its running statistics (evaluation) or by the saved
+   batch statistics of a training forward (mean and invstd set), and the
+   per-channel coefficients it applies, y = (x - mu) * scale + shift:
+   bitwise the ones fid_batchnorm2d_forward and fid_batchnorm2d_apply use
+   (for kernels that apply the normalisation as they read, such as
+   winograd.c) */
 typedef struct fid_bn_eval {
     const float *running_mean, *running_var, *gamma, *beta; /* gamma, beta may be NULL */
+    const float *mean, *invstd; /* when set, used instead of the running statistics */
     float eps;
     int relu;
 } fid_bn_eval;
@@ -140,6 +143,11 @@ int fid_winograd_fits(const fid_conv2d_shape *s);
 size_t fid_winograd_workspace(const fid_conv2d_shape *s);
 void fid_winograd_forward(float *out, const float *in, const float *w, const float *b,
                           const fid_conv2d_shape *s, float *workspace, int add, const fid_bn_eval *bn);
+/* dw (OC, C, 3, 3) += dL/dw of the convolution s of in (of bn(in) when
+   bn is given), given dout, by F(2x2, 3x3) (workspace:
+   fid_winograd_workspace) */
+void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, const fid_conv2d_shape *s,
+                              float *workspace, const fid_bn_eval *bn);
 /* whether fid_conv2d_forward takes Winograd for s */
 int fid_conv2d_uses_winograd(const fid_conv2d_shape *s);
 /* the direct-loop twins (double accumulation, no workspace, serial; they

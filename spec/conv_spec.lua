@@ -403,6 +403,24 @@ describe("nn.conv2d gradients by finite differences", function()
     gradcheck(loss, b, db, 1e-2, "db")
   end)
 
+  for _, algo in ipairs({ "winograd", "winograd4" }) do
+    it("checks dx, dw and db of a 3x3 conv by " .. algo .. " (odd map, partial tiles)", function()
+      local g = faceid.Generator(13)
+      local x, w, b = faceid.randn(g, 2, 3, 7, 5), faceid.randn(g, 4, 3, 3, 3), faceid.randn(g, 4)
+      local o = { padding = 1, bias = b, algorithm = algo }
+      local y = nn.conv2d(x, w, o)
+      local r = faceid.randn(g, y:size())
+      local dx, dw, db = faceid.zeros(x:size()), faceid.zeros(w:size()), faceid.zeros(4)
+      nn.conv2d_backward(r, x, w, o, dx, dw, db)
+      local function loss()
+        return project(nn.conv2d(x, w, o), r)
+      end
+      gradcheck(loss, x, dx, 1e-2, "dx")
+      gradcheck(loss, w, dw, 1e-2, "dw")
+      gradcheck(loss, b, db, 1e-2, "db")
+    end)
+  end
+
   it("checks dx and dw of a 1x1 conv", function()
     local g = faceid.Generator(12)
     local x, w = faceid.randn(g, 2, 5, 3, 4), faceid.randn(g, 3, 5, 1, 1)
