@@ -269,9 +269,11 @@ describe("nn.conv2d on channel slices of a shared buffer", function()
   local cases = {
     { "3x3 pad 1", 3, 1 },
     { "1x1", 1, 0 },
+    { "3x3 by winograd", 3, 1, "winograd" },
+    { "3x3 by winograd4", 3, 1, "winograd4" },
   }
   for _, case in ipairs(cases) do
-    local name, k, pad = case[1], case[2], case[3]
+    local name, k, pad, algo = case[1], case[2], case[3], case[4]
     it("reads and writes slices with any batch stride (" .. name .. ")", function()
       local g = faceid.Generator(31 + k)
       local n, c, h, wd, oc = 3, 4, 6, 5, 3
@@ -279,7 +281,7 @@ describe("nn.conv2d on channel slices of a shared buffer", function()
       local x = xbuf:narrow(2, 5, c) -- channels 5..8 of 11
       assert.is_false(x:is_contiguous())
       local w = faceid.randn(g, oc, c, k, k)
-      local o = { padding = pad }
+      local o = { padding = pad, algorithm = algo }
       local ref = nn.conv2d_naive(x:contiguous(), w, o)
       assert_close(nn.conv2d(x, w, o), ref, 1e-5, "slice input")
       assert_close(nn.conv2d_naive(x, w, o), ref, 1e-6, "slice input, naive")
@@ -287,7 +289,7 @@ describe("nn.conv2d on channel slices of a shared buffer", function()
       -- output into channels 2..4 of a 9-channel buffer; the rest untouched
       local ybuf = faceid.randn(g, n, 9, h, wd)
       local before = ybuf:clone()
-      local y = nn.conv2d(x, w, { padding = pad, out = ybuf:narrow(2, 2, oc) })
+      local y = nn.conv2d(x, w, { padding = pad, out = ybuf:narrow(2, 2, oc), algorithm = algo })
       assert_close(ybuf:narrow(2, 2, oc):contiguous(), ref, 1e-5, "slice output")
       assert.are.equal(0, maxabs(ybuf:narrow(2, 1, 1) - before:narrow(2, 1, 1)))
       assert.are.equal(0, maxabs(ybuf:narrow(2, 5, 5) - before:narrow(2, 5, 5)))
