@@ -178,6 +178,24 @@ static void valid_cols(ptrdiff_t off, ptrdiff_t sw, size_t W, size_t OW, size_t 
     if (*ow0 > *ow1) *ow0 = *ow1;
 }
 
+typedef float cv4 __attribute__((vector_size(16)));
+typedef int cv4i __attribute__((vector_size(16)));
+
+/* dst[i] = src[2 i], i < n, four at a time while src[2 i + 7] < end */
+static void copy_even(float *dst, const float *src, size_t n, const float *end)
+{
+    const cv4i even = {0, 2, 4, 6};
+    size_t i = 0;
+    for (; i + 4 <= n && src + 2 * i + 8 <= end; i += 4) {
+        cv4 a, b;
+        memcpy(&a, src + 2 * i, sizeof a);
+        memcpy(&b, src + 2 * i + 4, sizeof b);
+        a = __builtin_shuffle(a, b, even);
+        memcpy(dst + i, &a, sizeof a);
+    }
+    for (; i < n; i++) dst[i] = src[2 * i];
+}
+
 /* col (KH*KW rows, ld apart; OH*OW used): row (kh, kw) holds, for every
    output pixel, the pixel of `plane` (H, W) under kernel tap (kh, kw), or 0
    in the padding */
@@ -202,6 +220,8 @@ static void im2col_channel(float *col, size_t ld, const float *plane, const fid_
                 for (size_t ow = 0; ow < ow0; ow++) dst[ow] = 0.0f;
                 if (sw == 1)
                     memcpy(dst + ow0, row + ((ptrdiff_t)ow0 + off), (ow1 - ow0) * sizeof *dst);
+                else if (sw == 2 && ow1 > ow0)
+                    copy_even(dst + ow0, row + ((ptrdiff_t)(2 * ow0) + off), ow1 - ow0, row + W);
                 else
                     for (size_t ow = ow0; ow < ow1; ow++) dst[ow] = row[(ptrdiff_t)ow * sw + off];
                 for (size_t ow = ow1; ow < OW; ow++) dst[ow] = 0.0f;
