@@ -389,27 +389,18 @@ describe("nn.conv2d golden values", function()
 end)
 
 describe("nn.conv2d gradients by finite differences", function()
-  it("checks dx, dw and db for a strided padded conv with bias", function()
-    local g = faceid.Generator(11)
-    local x, w, b = faceid.randn(g, 2, 3, 6, 5), faceid.randn(g, 4, 3, 3, 3), faceid.randn(g, 4)
-    local o = { stride = 2, padding = 1, bias = b }
-    local y = nn.conv2d(x, w, o)
-    local r = faceid.randn(g, y:size())
-    local dx, dw, db = faceid.zeros(x:size()), faceid.zeros(w:size()), faceid.zeros(4)
-    nn.conv2d_backward(r, x, w, o, dx, dw, db)
-    local function loss()
-      return project(nn.conv2d(x, w, o), r)
-    end
-    gradcheck(loss, x, dx, 1e-2, "dx")
-    gradcheck(loss, w, dw, 1e-2, "dw")
-    gradcheck(loss, b, db, 1e-2, "db")
-  end)
-
-  for _, algo in ipairs({ "winograd", "winograd4" }) do
-    it("checks dx, dw and db of a 3x3 conv by " .. algo .. " (odd map, partial tiles)", function()
-      local g = faceid.Generator(13)
-      local x, w, b = faceid.randn(g, 2, 3, 7, 5), faceid.randn(g, 4, 3, 3, 3), faceid.randn(g, 4)
-      local o = { padding = 1, bias = b, algorithm = algo }
+  -- {name, seed, x size, options}: a 3x3 kernel, 3 -> 4 channels, with bias
+  local cases = {
+    { "a strided padded conv", 11, { 2, 3, 6, 5 }, { stride = 2, padding = 1 } },
+    { "a 3x3 conv by winograd (odd map, partial tiles)", 13, { 2, 3, 7, 5 }, { padding = 1, algorithm = "winograd" } },
+    { "a 3x3 conv by winograd4 (odd map, partial tiles)", 13, { 2, 3, 7, 5 }, { padding = 1, algorithm = "winograd4" } },
+  }
+  for _, case in ipairs(cases) do
+    it("checks dx, dw and db of " .. case[1], function()
+      local g = faceid.Generator(case[2])
+      local x, w, b = faceid.randn(g, table.unpack(case[3])), faceid.randn(g, 4, 3, 3, 3), faceid.randn(g, 4)
+      local o = { bias = b }
+      for k, v in pairs(case[4]) do o[k] = v end
       local y = nn.conv2d(x, w, o)
       local r = faceid.randn(g, y:size())
       local dx, dw, db = faceid.zeros(x:size()), faceid.zeros(w:size()), faceid.zeros(4)
