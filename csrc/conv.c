@@ -1,7 +1,8 @@
 /* conv.c - 2-D convolution (see layers.h): the im2col + gemm fast path, the
  * direct gemm for 1x1 stride-1 unpadded convolutions (DenseNet's bottleneck
- * and transition convolutions, no column buffer at all), and the
- * direct-loop twins the tests compare them with.
+ * and transition convolutions, no column buffer at all), the choice of
+ * Winograd for 3x3 ones (winograd.c), and the direct-loop twins the tests
+ * compare them with.
  */
 #include "layers.h"
 
