@@ -28,6 +28,7 @@
 -- a row is the faster of its two allocators. The children inherit this
 -- process's package.path and package.cpath, so they load the same build.
 local faceid = require("faceid")
+local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
 
 local opts = {
   inputs = "64 96 128 224", batch = 32, threads = 2, ["repeat"] = 3, steps = 5, n = 2048,
@@ -35,20 +36,7 @@ local opts = {
 }
 local USAGE = "usage: lua5.4 bench/compare.lua [--inputs \"64 128\"] [--batch N] [--threads N] [--repeat N]"
   .. " [--steps N] [--n N] [--python PATH] [--tcmalloc PATH] [--check 0|1]\n"
-local i = 1
-while arg and arg[i] do
-  local key = arg[i]:match("^%-%-(%w+)$")
-  if not key or opts[key] == nil or not arg[i + 1] then
-    io.stderr:write(USAGE)
-    os.exit(2)
-  end
-  opts[key] = type(opts[key]) == "number" and tonumber(arg[i + 1]) or arg[i + 1]
-  if opts[key] == nil then
-    io.stderr:write(("bench/compare.lua: --%s must be a number\n"):format(key))
-    os.exit(2)
-  end
-  i = i + 2
-end
+bench.options(opts, USAGE)
 local inputs = {}
 for s in tostring(opts.inputs):gmatch("%S+") do
   local v = math.tointeger(tonumber(s))
@@ -177,14 +165,7 @@ end
 
 -- ---- the runs ---------------------------------------------------------------------
 
-local function median(t)
-  local s = {}
-  for k, v in ipairs(t) do s[k] = v end
-  table.sort(s)
-  local n = #s
-  if n == 0 then return nil end
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local median = bench.median
 
 local function read_loadavg()
   local f = io.open("/proc/loadavg", "r")

@@ -28,25 +28,13 @@
 --    "optim":true,"images_per_s":..,"ms_per_step":..,"gflops":..,"peak_rss_mib":..}
 -- (sgemm: framework, mode, n, threads, steps, gflops, peak_rss_mib).
 local faceid = require("faceid")
+local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local median = bench.median
 
-local opts = { mode = "train", input = 128, batch = 32, threads = 2, steps = 5, embedding = 32, n = 2048 }
-local flags = { ["no-optim"] = false, json = false }
 local USAGE = "usage: lua5.4 bench/densenet.lua [--mode train|eval|sgemm] [--input N] [--batch N]"
   .. " [--threads N] [--steps N] [--embedding N] [--n N] [--no-optim] [--json]\n"
-local i = 1
-while arg and arg[i] do
-  local key = arg[i]:match("^%-%-([%w%-]+)$")
-  if key and flags[key] ~= nil then
-    flags[key] = true
-    i = i + 1
-  elseif key and opts[key] ~= nil and arg[i + 1] then
-    opts[key] = tonumber(arg[i + 1]) or arg[i + 1]
-    i = i + 2
-  else
-    io.stderr:write(USAGE)
-    os.exit(2)
-  end
-end
+local opts, flags = bench.options({ mode = "train", input = 128, batch = 32, threads = 2, steps = 5, embedding = 32,
+  n = 2048 }, USAGE, { ["no-optim"] = false, json = false })
 if opts.mode ~= "train" and opts.mode ~= "eval" and opts.mode ~= "sgemm" then
   io.stderr:write(USAGE)
   os.exit(2)
@@ -63,12 +51,6 @@ if opts.mode == "train" and opts.batch % 2 ~= 0 then
 end
 
 faceid.set_num_threads(opts.threads)
-
-local function median(t)
-  table.sort(t)
-  local n = #t
-  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
-end
 
 local function mib(bytes)
   return bytes / 2 ^ 20

@@ -14,28 +14,14 @@
 -- apart the time spent waiting for the slowest rank, also reported).
 local faceid = require("faceid")
 local dist = faceid.dist
+local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local median = bench.median
 
-local opts = { threads = 1, input = 64, batch = 32, steps = 12, net = "121" }
-local i = 1
-while arg and arg[i] do
-  local key = arg[i]:match("^%-%-(%w+)$")
-  if not key or opts[key] == nil or not arg[i + 1] then
-    io.stderr:write("usage: mpirun -np P lua5.4 bench/dist.lua [--threads N] [--input N] [--batch N]"
-      .. " [--steps N] [--net 121|small]\n")
-    os.exit(2)
-  end
-  opts[key] = tonumber(arg[i + 1]) or arg[i + 1]
-  i = i + 2
-end
+local opts = bench.options({ threads = 1, input = 64, batch = 32, steps = 12, net = "121" },
+  "usage: mpirun -np P lua5.4 bench/dist.lua [--threads N] [--input N] [--batch N] [--steps N] [--net 121|small]\n")
 
 local rank, size = dist.init()
 faceid.set_num_threads(opts.threads)
-
-local function median(t)
-  table.sort(t)
-  local n = #t
-  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
-end
 
 local net
 if opts.net == "small" then

@@ -17,31 +17,17 @@
 -- each batch first; the loader's share is its time over the whole step.
 -- Times are medians over `steps` steps after one warm-up step.
 local faceid = require("faceid")
+local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local median = bench.median
 
-local opts = { data = "../shared/data", input = 128, batch = 16, threads = 2, steps = 3, batches = 10, train = 1 }
-local i = 1
-while arg and arg[i] do
-  local key = arg[i]:match("^%-%-(%w+)$")
-  if not key or opts[key] == nil or not arg[i + 1] then
-    io.stderr:write("usage: lua5.4 bench/loader.lua [--data DIR] [--input N] [--batch PAIRS] [--threads N]"
-      .. " [--steps N] [--batches N] [--train 0|1]\n")
-    os.exit(2)
-  end
-  opts[key] = tonumber(arg[i + 1]) or arg[i + 1]
-  i = i + 2
-end
+local opts = bench.options({ data = "../shared/data", input = 128, batch = 16, threads = 2, steps = 3, batches = 10,
+  train = 1 }, "usage: lua5.4 bench/loader.lua [--data DIR] [--input N] [--batch PAIRS] [--threads N]"
+  .. " [--steps N] [--batches N] [--train 0|1]\n")
 for _, k in ipairs({ "input", "batch", "threads", "steps", "batches", "train" }) do
   opts[k] = math.tointeger(opts[k]) or error("--" .. k .. " must be an integer")
 end
 
 faceid.set_num_threads(opts.threads)
-
-local function median(t)
-  local s = table.move(t, 1, #t, 1, {})
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
 
 local function loadavg()
   local f = io.open("/proc/loadavg")
