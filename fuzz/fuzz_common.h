@@ -1,10 +1,13 @@
 /* fuzz_common.h - what both harnesses share: a check that aborts (the
  * fuzzer reports it as a crash with the input that broke it), the rules a
- * refusal message must follow, and writing seed files.
+ * refusal message must follow, writing seed files, and the start-up that
+ * writes a harness's seeds (its own make_seeds) when FUZZ_SEEDS names a
+ * folder.
  */
 #ifndef FUZZ_COMMON_H
 #define FUZZ_COMMON_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +69,24 @@ static inline const char *scratch_path(const char *tag)
     if (!dir) dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(path, sizeof path, "%s/faceid-fuzz-%s-%ld", dir, tag, (long)getpid());
     return path;
+}
+
+/* each harness writes its seed files into dir */
+static void make_seeds(const char *dir);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    const char *dir = getenv("FUZZ_SEEDS");
+    (void)argc;
+    (void)argv;
+    if (dir) {
+        make_seeds(dir);
+        exit(0);
+    }
+    return 0;
 }
 
 #endif

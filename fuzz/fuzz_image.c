@@ -21,8 +21,6 @@
    milliseconds (the limits themselves are checked for every input) */
 #define FUZZ_MAX_PIXELS ((size_t)1 << 20)
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* ---- seeds ------------------------------------------------------------- */
 
@@ -67,18 +65,6 @@ static void make_seeds(const char *dir)
     n = snprintf((char *)pnm, 64, "P6\n2 2\n15\n");
     for (int i = 0; i < 12; i++) pnm[n + i] = (unsigned char)i;
     write_seed(dir, "rgb.ppm", pnm, (size_t)n + 12);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    const char *dir = getenv("FUZZ_SEEDS");
-    (void)argc;
-    (void)argv;
-    if (dir) {
-        make_seeds(dir);
-        exit(0);
-    }
-    return 0;
 }
 
 /* ---- one input ------------------------------------------------------------ */

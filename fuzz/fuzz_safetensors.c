@@ -17,8 +17,6 @@
 #include "fuzz_common.h"
 #include "safetensors.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* ---- seeds ------------------------------------------------------------- */
 
@@ -66,18 +64,6 @@ static void make_seeds(const char *dir)
     raw_seed(dir, "empty.st", "{}", NULL, 0);
     raw_seed(dir, "nometa.st", "  {\"__metadata__\":null}   ", NULL, 0);
     raw_seed(dir, "u64.st", "{\"x\":{\"dtype\":\"U64\",\"shape\":[1,1,1,2],\"data_offsets\":[0,16]}}", bytes, 16);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    const char *dir = getenv("FUZZ_SEEDS");
-    (void)argc;
-    (void)argv;
-    if (dir) {
-        make_seeds(dir);
-        exit(0);
-    }
-    return 0;
 }
 
 /* ---- one input ------------------------------------------------------------ */
