@@ -137,7 +137,7 @@ static void add_sqdev(lanes *l, const float *x, size_t n, double mu)
 
 /* y = (x - mu) * scale + bt, then `v > 0 ? v : 0` when relu (the exact
    test the backward's mask repeats); y may be x */
-static void affine(float *y, const float *x, size_t n, float mu, float scale, float bt, int relu)
+void fid_bn_affine(float *y, const float *x, size_t n, float mu, float scale, float bt, int relu)
 {
     const vf4 vm = splat(mu), vs = splat(scale), vb = splat(bt);
     const vi4 nr = norelu_mask(relu);
@@ -209,24 +209,30 @@ static void grad_input(float *dx, const grad_in *q, size_t n, float k, float ka,
 /* the scale every normalisation uses, from the float invstd that forward
    saves: forward, apply and the backward's ReLU mask then compute exactly
    the same pre-activation */
+/* gamma[c] * invstd: the scale a normalisation applies */
+static float scale_at(const float *gamma, size_t c, float invstd)
+{
+    return (float)((gamma ? (double)gamma[c] : 1.0) * (double)invstd);
+}
+
 static float scale_of(const float *gamma, const float *invstd, size_t c)
 {
-    return (float)((gamma ? (double)gamma[c] : 1.0) * (double)invstd[c]);
+    return scale_at(gamma, c, invstd[c]);
+}
+
+/* 1 / sqrt(var + eps) from the running variance, as evaluation saves it */
+static double eval_invstd(float running_var, float eps)
+{
+    return 1.0 / sqrt((double)running_var + (double)eps);
 }
 
 void fid_bn_eval_coeffs(const fid_bn_eval *bn, size_t c, float *mu, float *scale, float *shift)
 {
-    if (bn->mean) {
-        /* as apply_channels does from saved statistics */
-        *mu = bn->mean[c];
-        *scale = (float)((bn->gamma ? (double)bn->gamma[c] : 1.0) * (double)bn->invstd[c]);
-        *shift = bn->beta ? bn->beta[c] : 0.0f;
-        return;
-    }
-    /* as forward_channels and normalise compute them in evaluation */
-    const float invstd = (float)(1.0 / sqrt((double)bn->running_var[c] + (double)bn->eps));
-    *mu = bn->running_mean[c];
-    *scale = (float)((bn->gamma ? (double)bn->gamma[c] : 1.0) * (double)invstd); /* scale_of() */
+    /* as normalise gets them: from the saved statistics (apply_channels),
+       or from the running ones as forward_channels saves them */
+    const float invstd = bn->mean ? bn->invstd[c] : (float)eval_invstd(bn->running_var[c], bn->eps);
+    *mu = bn->mean ? bn->mean[c] : bn->running_mean[c];
+    *scale = scale_at(bn->gamma, c, invstd);
     *shift = bn->beta ? bn->beta[c] : 0.0f;
 }
 
@@ -267,7 +273,7 @@ static void normalise(const bn_job *j, const float *mean, const float *invstd, s
     /* (x - mean) * scale + beta: subtracting the mean first (rather than
        folding it into the shift) keeps precision when |mean| >> std */
     for (size_t n = 0; n < s->N; n++)
-        affine(j->out + n * s->out_nstride + c * hw, j->in + n * s->in_nstride + c * hw, hw, mu, scale, bt,
+        fid_bn_affine(j->out + n * s->out_nstride + c * hw, j->in + n * s->in_nstride + c * hw, hw, mu, scale, bt,
                j->relu);
 }
 
@@ -292,7 +298,7 @@ static void forward_channels(void *ctx, size_t c0, size_t c1)
             }
         } else {
             mu = j->running_mean[c];
-            is = 1.0 / sqrt((double)j->running_var[c] + (double)s->eps);
+            is = eval_invstd(j->running_var[c], s->eps);
         }
         j->mean[c] = (float)mu;
         j->invstd[c] = (float)is;

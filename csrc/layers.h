@@ -131,7 +131,9 @@ typedef struct fid_bn_eval {
     float eps;
     int relu;
 } fid_bn_eval;
-/* (batchnorm.c) */
+/* (batchnorm.c) y (n) = (x - mu) * scale + shift, then its ReLU when relu
+   (`v > 0 ? v : 0`); y may be x */
+void fid_bn_affine(float *y, const float *x, size_t n, float mu, float scale, float shift, int relu);
 void fid_bn_eval_coeffs(const fid_bn_eval *bn, size_t c, float *mu, float *scale, float *shift);
 /* winograd.c: whether s is a 3x3 stride-1 padding-1 convolution; the
    floats of workspace fid_winograd_forward needs; out (=, or += with add)

@@ -294,21 +294,9 @@ static void fill_row(const wino_job *j, size_t c, const float *plane, size_t y, 
         const size_t k1 = x >= W ? k0 : (W - x < ncol - k0 ? W - x : ncol - k0) + k0;
         for (; k < k0; k++) row[k] = 0.0f;
         if (j->bn) {
-            /* batchnorm.c's affine(), ReLU and all */
-            const float mu = j->coef[c], scale = j->coef[C + c], shift = j->coef[2 * C + c];
-            const v4 vm = {mu, mu, mu, mu}, vs = {scale, scale, scale, scale};
-            const v4 vb = {shift, shift, shift, shift}, zero = {0.0f, 0.0f, 0.0f, 0.0f};
-            const v4i keep_all = {-1, -1, -1, -1}, none = {0, 0, 0, 0};
-            const v4i norelu = j->bn->relu ? none : keep_all;
-            for (; k + 4 <= k1; k += 4) {
-                const v4 v = (ld4(src + x + (k - k0)) - vm) * vs + vb;
-                const v4i keep = (v > zero) | norelu;
-                st4(row + k, (v4)((v4i)v & keep));
-            }
-            for (; k < k1; k++) {
-                const float v = (src[x + (k - k0)] - mu) * scale + shift;
-                row[k] = !j->bn->relu || v > 0.0f ? v : 0.0f;
-            }
+            /* the normalisation's own kernel: bitwise what it writes */
+            fid_bn_affine(row + k0, src + x, k1 - k0, j->coef[c], j->coef[C + c], j->coef[2 * C + c], j->bn->relu);
+            k = k1;
         }
         for (; k + 4 <= k1; k += 4) st4(row + k, ld4(src + x + (k - k0)));
         for (; k < k1; k++) row[k] = src[x + (k - k0)];
