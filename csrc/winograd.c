@@ -81,12 +81,15 @@ size_t fid_winograd_workspace(const fid_conv2d_shape *s)
     return f > g ? f : g;
 }
 
+/* G, a x 3 (Lavin & Gray), of F(2x2, 3x3); F(4x4, 3x3)'s is in
+   transform_weights */
+static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+
 /* U[xi] (OC, C) = G g G^T for every kernel g = w[o][c] (3x3), stored at
    U[(o * a^2 + xi) * C + c]: the a^2 values of one kernel C floats apart */
 static void transform_weights(float *U, const float *w, size_t OC, size_t C, size_t m)
 {
-    /* G, a x 3 (Lavin & Gray); F(4x4, 3x3)'s in double, then rounded once */
-    static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    /* in double, then rounded once */
     static const double G4[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                     {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
@@ -455,30 +458,52 @@ static void product_job(void *ctx, size_t x0, size_t x1)
                  j->M + xi * nt, xs * nt);
 }
 
+/* coef (3 C): bn's mu, scale and shift of each input channel */
+static void bn_coefficients(float *coef, const fid_bn_eval *bn, size_t C)
+{
+    for (size_t c = 0; c < C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + C + c, coef + 2 * C + c);
+}
+
+/* The pool threads the products, each a single-threaded BLAS call: BLAS
+   is held at one thread meanwhile (hold_blas returns what release_blas
+   restores). Without a pool the products run in turn, threaded by BLAS. */
+static int hold_blas(const fid_conv2d_shape *s)
+{
+    const int n = fid_pool_size(s->pool) > 1 ? fid_get_num_threads() : 1;
+    if (n != 1) fid_set_num_threads(1);
+    return n;
+}
+
+static void release_blas(int n)
+{
+    if (n != 1) fid_set_num_threads(n);
+}
+
+static void run_products(const fid_conv2d_shape *s, size_t xs, fid_pool_fn fn, wino_job *j)
+{
+    if (fid_pool_size(s->pool) > 1)
+        fid_pool_for(s->pool, xs, fn, j);
+    else
+        fn(j, 0, xs);
+}
+
 void fid_winograd_forward(float *out, const float *in, const float *w, const float *b,
                           const fid_conv2d_shape *s, float *workspace, int add, const fid_bn_eval *bn)
 {
     const size_t total = tiles_of(s), tb = chunk_of(s), m = tile_of(s), a = m + 2, xs = a * a;
     float *U = workspace, *V = U + xs * s->OC * s->C, *M = V + xs * s->C * tb, *coef = M + xs * s->OC * tb;
-    const int threaded = fid_pool_size(s->pool) > 1;
-    const int blas_threads = threaded ? fid_get_num_threads() : 1;
     transform_weights(U, w, s->OC, s->C, m);
-    if (bn)
-        for (size_t c = 0; c < s->C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + s->C + c, coef + 2 * s->C + c);
-    /* the pool threads the products: BLAS stays on one thread meanwhile */
-    if (blas_threads != 1) fid_set_num_threads(1);
+    if (bn) bn_coefficients(coef, bn, s->C);
+    const int blas_threads = hold_blas(s);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         wino_job j = {.s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
                       .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .add = add};
         fid_pool_for_work(s->pool, s->C, xs * s->C * nt, input_job, &j);
-        if (threaded)
-            fid_pool_for(s->pool, xs, product_job, &j);
-        else
-            product_job(&j, 0, xs);
+        run_products(s, xs, product_job, &j);
         fid_pool_for_work(s->pool, s->OC, xs * s->OC * nt, output_job, &j);
     }
-    if (blas_threads != 1) fid_set_num_threads(blas_threads);
+    release_blas(blas_threads);
 }
 
 /* ---- weight gradient -----------------------------------------------------
@@ -543,11 +568,8 @@ void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, con
     s2.algo = FID_CONV_WINOGRAD; /* F(2x2, 3x3) */
     const size_t total = tiles_of(&s2), tb = chunk_of(&s2);
     float *dU = workspace, *V = dU + 16 * s->OC * s->C, *dM = V + 16 * s->C * tb, *coef = dM + 16 * s->OC * tb;
-    const int threaded = fid_pool_size(s->pool) > 1;
-    const int blas_threads = threaded ? fid_get_num_threads() : 1;
-    if (bn)
-        for (size_t c = 0; c < s->C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + s->C + c, coef + 2 * s->C + c);
-    if (blas_threads != 1) fid_set_num_threads(1);
+    if (bn) bn_coefficients(coef, bn, s->C);
+    const int blas_threads = hold_blas(s);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         /* the input's patches go to V; dout's tiles to dM; add: dU accumulates after the first chunk */
@@ -556,14 +578,11 @@ void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, con
         fid_pool_for_work(s->pool, s->C, 16 * s->C * nt, input_job, &j);
         j.src = dout;
         fid_pool_for_work(s->pool, s->OC, 16 * s->OC * nt, grad_output_job, &j);
-        if (threaded)
-            fid_pool_for(s->pool, 16, grad_product_job, &j);
-        else
-            grad_product_job(&j, 0, 16);
+        run_products(s, 16, grad_product_job, &j);
     }
-    if (blas_threads != 1) fid_set_num_threads(blas_threads);
+    release_blas(blas_threads);
     /* dw += G^T dU G, kernel by kernel */
-    static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    const double(*G)[3] = G2;
     for (size_t o = 0; o < s->OC; o++)
         for (size_t c = 0; c < s->C; c++) {
             double u[4][4], t[3][4];
