@@ -27,6 +27,10 @@ int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err)
     if (fid_batch_strides(s->N, chw, chw, &s->in_nstride, &s->out_nstride, &s->din_nstride,
                           &s->dout_nstride, SIZE_MAX, err))
         return FID_EARG;
+    if (s->stat_n && s->stat_n < s->N) {
+        snprintf(err, FID_ERRMAX, "statistics of %zu images cannot cover a slice of %zu", s->stat_n, s->N);
+        return FID_EARG;
+    }
     if (!(s->eps > 0.0f) || !isfinite(s->eps)) {
         snprintf(err, FID_ERRMAX, "eps must be positive and finite, got %g", (double)s->eps);
         return FID_EARG;
@@ -243,8 +247,9 @@ typedef struct bn_job {
     float *mean, *invstd, *running_mean, *running_var;
     const float *in, *dout, *gamma, *beta;
     const float *cmean, *cinvstd; /* the statistics apply and backward read */
+    const double *gsum, *gsumxm;  /* backward: the batch's sums given, or NULL */
     const double *bmean, *bvar;   /* batch statistics given (forward_with), or NULL */
-    double *smean, *svar;         /* batch_stats' outputs */
+    double *smean, *svar;         /* batch_stats' outputs (relu_grad_sums': its sums) */
     const fid_batchnorm2d_shape *s;
     int training, relu;
 } bn_job;
@@ -277,11 +282,17 @@ static void normalise(const bn_job *j, const float *mean, const float *invstd, s
                j->relu);
 }
 
+/* the images the batch statistics cover */
+static size_t stat_images(const fid_batchnorm2d_shape *s)
+{
+    return s->stat_n > s->N ? s->stat_n : s->N;
+}
+
 static void forward_channels(void *ctx, size_t c0, size_t c1)
 {
     const bn_job *j = ctx;
     const fid_batchnorm2d_shape *s = j->s;
-    const size_t m = s->N * s->H * s->W;
+    const size_t m = stat_images(s) * s->H * s->W;
     for (size_t c = c0; c < c1; c++) {
         double mu, var, is;
         if (j->training) {
@@ -362,25 +373,45 @@ void fid_batchnorm2d_apply(float *out, const float *in, const float *mean, const
 
 /* ---- backward ------------------------------------------------------------ */
 
+/* channel c's sum(dy) and sum(dy * (x - mean)) over the job's images */
+static void grad_sums(double *sdy, double *sdyxm, const bn_job *j, grad_in *q, size_t c)
+{
+    const fid_batchnorm2d_shape *s = j->s;
+    const size_t hw = s->H * s->W;
+    lanes l;
+    memset(&l, 0, sizeof l);
+    for (size_t n = 0; n < s->N; n++) {
+        q->dy = j->dout + n * s->dout_nstride + c * hw;
+        q->x = j->in + n * s->in_nstride + c * hw;
+        add_grad_sums(&l, q, hw);
+    }
+    *sdy = total(l.a0, l.a1);
+    *sdyxm = total(l.b0, l.b1);
+}
+
 static void backward_channels(void *ctx, size_t c0, size_t c1)
 {
     const bn_job *j = ctx;
     const fid_batchnorm2d_shape *s = j->s;
     const size_t hw = s->H * s->W;
-    const double m = (double)s->N * (double)hw;
+    const double m = (double)stat_images(s) * (double)hw;
     for (size_t c = c0; c < c1; c++) {
         grad_in q = {.mu = j->cmean[c], .scale = scale_of(j->gamma, j->cinvstd, c),
                      .bt = j->relu && j->beta ? j->beta[c] : 0.0f, .relu = j->relu};
         const double is = j->cinvstd[c], g = j->gamma ? j->gamma[c] : 1.0;
         /* sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd */
-        lanes l;
-        memset(&l, 0, sizeof l);
-        for (size_t n = 0; n < s->N; n++) {
-            q.dy = j->dout + n * s->dout_nstride + c * hw;
-            q.x = j->in + n * s->in_nstride + c * hw;
-            add_grad_sums(&l, &q, hw);
+        double sdy, sdyxm;
+        if (j->gsum) {
+            sdy = j->gsum[c];
+            sdyxm = j->gsumxm[c];
+        } else {
+            grad_sums(&sdy, &sdyxm, j, &q, c);
+            if (j->smean) {
+                j->smean[c] = sdy, j->svar[c] = sdyxm; /* relu_grad_sums */
+                continue;
+            }
         }
-        const double sdy = total(l.a0, l.a1), sdyx = total(l.b0, l.b1) * is;
+        const double sdyx = sdyxm * is;
         if (j->dgamma) j->dgamma[c] += (float)sdyx;
         if (j->dbeta) j->dbeta[c] += (float)sdy;
         if (!j->din) continue;
@@ -419,4 +450,24 @@ void fid_batchnorm2d_relu_backward(float *din, float *dgamma, float *dbeta, cons
                                    const fid_batchnorm2d_shape *s, int training)
 {
     backward(din, dgamma, dbeta, dout, in, gamma, beta, mean, invstd, s, training, 1);
+}
+
+void fid_batchnorm2d_relu_grad_sums(double *sdy, double *sdyxm, const float *dout, const float *in,
+                                    const float *gamma, const float *beta, const float *mean,
+                                    const float *invstd, const fid_batchnorm2d_shape *s)
+{
+    bn_job j = {.dout = dout, .in = in, .gamma = gamma, .beta = beta, .cmean = mean, .cinvstd = invstd,
+                .s = s, .training = 1, .relu = 1, .smean = sdy, .svar = sdyxm};
+    fid_pool_for_work(s->pool, s->C, 2 * numel(s), backward_channels, &j);
+}
+
+void fid_batchnorm2d_relu_backward_with(float *din, float *dgamma, float *dbeta, const float *dout,
+                                        const float *in, const float *gamma, const float *beta,
+                                        const float *mean, const float *invstd, const double *sdy,
+                                        const double *sdyxm, const fid_batchnorm2d_shape *s)
+{
+    bn_job j = {.din = din, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .in = in, .gamma = gamma,
+                .beta = beta, .cmean = mean, .cinvstd = invstd, .s = s, .training = 1, .relu = 1,
+                .gsum = sdy, .gsumxm = sdyxm};
+    fid_pool_for_work(s->pool, s->C, 3 * numel(s), backward_channels, &j);
 }

@@ -214,6 +214,13 @@ static void plan(fid_densenet *net)
     net->stat_max = cmax > bw ? cmax : bw;
     net->idx_per = c->stem == FID_STEM_IMAGENET ? net->c0 * net->blocks[0].H * net->blocks[0].W : 0;
     net->train_per = train;
+    /* a part's weight-gradient scratch holds any parameter entry and the
+       one after it (a weight and its bias) */
+    net->scr_len = 0;
+    for (int i = 0; i < net->np; i++) {
+        const size_t len = net->ptab[i].numel + (i + 1 < net->np ? net->ptab[i + 1].numel : 0);
+        if (len > net->scr_len) net->scr_len = len;
+    }
 }
 
 /* the largest workspace any convolution of the network needs at batch n */
@@ -300,6 +307,18 @@ static size_t carve_train(fid_densenet *net, float *base, size_t n)
         blk->dbuf = dregion[b % 2];
         for (int l = 0; l < blk->L; l++) blk->layers[l].y1 = take(&p, &used, n * bw * hw);
     }
+    /* the parts of a split batch (doubles are two floats) */
+    const int parts = net->train_parts > 1 ? net->train_parts : 0;
+    size_t ctot = 0;
+    for (int b = 0; b < c->nblocks; b++) ctot += net->blocks[b].ctot;
+    for (int t = 0; t < parts; t++) {
+        for (int k = 0; k < 2; k++) {
+            net->part_slot[t][k] = (double *)take(&p, &used, 4 * net->stat_max);
+            net->part_scr[t][k] = take(&p, &used, net->scr_len);
+        }
+        net->part_cstat[t] = (double *)take(&p, &used, 4 * net->stat_max);
+        net->part_bstat[t] = t ? (double *)take(&p, &used, 4 * ctot) : NULL;
+    }
     return used;
 }
 
@@ -321,12 +340,13 @@ int dn_grow(fid_densenet *net, size_t n, int train, char *err)
     size_t (*carve)(fid_densenet *, float *, size_t) = train ? carve_train : carve_eval;
     if (n <= *cap) return FID_OK;
     if (!batch_fits(net, n, err)) return FID_ENOMEM;
-    const int old_parts = net->eval_parts;
-    if (!train) net->eval_parts = fid_pool_size(net->pool);
+    int *parts = train ? &net->train_parts : &net->eval_parts;
+    const int old_parts = *parts;
+    *parts = fid_pool_size(net->pool);
     size_t floats = carve(net, NULL, n);
     float *a = fid_alloc(floats);
     if (!a) {
-        if (!train) net->eval_parts = old_parts;
+        *parts = old_parts;
         carve(net, *arena, *cap); /* keep the old layout valid */
         snprintf(err, FID_ERRMAX, "cannot allocate %zu MiB of %s activations for a batch of %zu",
                  floats * sizeof(float) >> 20, train ? "training" : "inference", n);
@@ -498,12 +518,19 @@ int fid_densenet_set_threads(fid_densenet *net, int nthreads, char *err)
     if (nthreads > 1 && !(p = fid_pool_new(nthreads, err))) return FID_ENOMEM;
     fid_pool_free(net->pool);
     net->pool = p;
+    /* the arenas hold one workspace and one set of exchange buffers per
+       thread: carved anew at the next forward (a pending backward needs a
+       new forward) */
     if (net->eval_arena && net->eval_parts != nthreads) {
-        /* the evaluation arena holds one workspace per thread: carved anew
-           at the next forward (a pending backward needs a new forward) */
         fid_free(net->eval_arena);
         net->eval_arena = NULL;
         net->cap_eval = 0;
+        net->have_forward = 0;
+    }
+    if (net->train_arena && net->train_parts != nthreads) {
+        fid_free(net->train_arena);
+        net->train_arena = NULL;
+        net->cap_train = 0;
         net->have_forward = 0;
     }
     return FID_OK;

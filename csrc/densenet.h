@@ -108,9 +108,12 @@ int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t 
    dout (N, D) = dL/dout; din (N, channels, input, input) receives dL/din
    (overwritten, not accumulated) unless NULL */
 int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size_t n, char *err);
-/* threads of the network's own kernels (BN, ReLU, pooling, im2col; the
-   gemms use BLAS's threads): 1 runs them serially. Default: BLAS's count
-   when the network is made. Results do not depend on it. */
+/* threads the network runs on: a batch is split over them, each running
+   the whole network on its images with serial kernels and single-threaded
+   BLAS (training exchanges the batch norms' sums and the weight gradients
+   at barriers, densenet_pass.c); 1 runs the batch whole, threaded by BLAS.
+   Default: BLAS's count when the network is made. Results are bitwise
+   reproducible at a given count and differ by rounding between counts. */
 int fid_densenet_set_threads(fid_densenet *net, int nthreads, char *err);
 int fid_densenet_threads(const fid_densenet *net);
 /* bytes held in activation arenas now (for summaries and benchmarks) */

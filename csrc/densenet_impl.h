@@ -45,7 +45,7 @@ struct fid_densenet {
     float *params, *grads, *buffers, *stats;
     int64_t batches;
     int training, have_forward;
-    fid_pool *pool;             /* threads for the memory-bound kernels (NULL: serial) */
+    fid_pool *pool;             /* the threads a batch is split over (NULL: one) */
     size_t last_n;
     /* architecture */
     int conv0;
@@ -73,6 +73,24 @@ struct fid_densenet {
     size_t cap_train;
     float *train_arena;
     float *x, *dfeat;
+    /* training splits the batch over the pool's threads too (see
+       densenet_pass.c): per part, two slots for the partial sums it hands
+       the others (used alternately, one per barrier), two weight-gradient
+       scratch buffers of scr_len floats (likewise), the combined statistics
+       and (parts 1..) the dense blocks' shared channel statistics */
+    int train_parts;
+    size_t scr_len;
+    double *part_slot[FID_POOL_MAX][2], *part_cstat[FID_POOL_MAX], *part_bstat[FID_POOL_MAX];
+    float *part_scr[FID_POOL_MAX][2];
+    /* a part's view of the network (NULL split: the whole batch) */
+    struct dn_split *split;
+    int part;
+    size_t lo;                  /* its first image in the batch */
+    unsigned seq;               /* barriers passed: the slot parity */
+    int scr_next;               /* the scratch buffer the next gradient takes */
+    int pend_n, pend_buf;       /* gradients in scratch, added after the next barrier */
+    float *pend_dst[2];
+    size_t pend_off[2], pend_len[2];
 };
 
 static inline float *P(fid_densenet *net, int e) { return net->params + net->ptab[e].offset; }

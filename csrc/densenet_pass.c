@@ -8,7 +8,124 @@
 #include <stdio.h>
 #include <string.h>
 
+/* ---- the training split --------------------------------------------------------------
+ * Training runs a batch as slices, one per pool thread, each through the
+ * whole network with serial kernels and single-threaded BLAS, as
+ * evaluation does: no hand-over per kernel, no core idle below a kernel's
+ * grain. What couples the images is exchanged at a barrier: the batch
+ * norms' statistics (each part's mean and variance of its images,
+ * combined pairwise, parts in order) and backward sums (added, parts in
+ * order), and the weight gradients, which each part computes for its
+ * images into a scratch buffer and which the parts add up after the next
+ * barrier, each a range of the weights. Every part runs the same sequence
+ * of kernels and barriers. The sums are taken part by part, so results
+ * depend on the number of threads within float rounding, and are bitwise
+ * the same from run to run at a given number. */
+typedef struct dn_split {
+    fid_barrier bar;
+    int parts;
+    size_t n;                    /* the whole batch */
+    size_t lo[FID_POOL_MAX + 1]; /* part t holds images lo[t] .. lo[t + 1] - 1 */
+} dn_split;
+
+/* this part's slot for the next exchange, 2 * stat_max doubles */
+static double *split_slot(const fid_densenet *net)
+{
+    return net->part_slot[net->part][net->seq & 1];
+}
+
+/* part t's slot of the exchange just passed */
+static const double *split_peer(const fid_densenet *net, int t)
+{
+    return net->part_slot[t][(net->seq - 1) & 1];
+}
+
+/* waits for every part, then adds the pending weight gradients of all
+   parts to the network's, this part taking its range of each */
+static void split_sync(fid_densenet *net)
+{
+    const dn_split *sp = net->split;
+    fid_barrier_wait(&net->split->bar);
+    net->seq++;
+    for (int k = 0; k < net->pend_n; k++) {
+        size_t b, e;
+        fid_pool_chunk(net->pend_len[k], (size_t)sp->parts, (size_t)net->part, &b, &e);
+        float *dst = net->pend_dst[k];
+        for (size_t i = b; i < e; i++) {
+            float acc = 0.0f;
+            for (int t = 0; t < sp->parts; t++) acc += net->part_scr[t][net->pend_buf][net->pend_off[k] + i];
+            dst[i] += acc;
+        }
+    }
+    net->pend_n = 0;
+}
+
+/* where a kernel adds this part's share of the gradient g (len floats): g
+   itself on a whole batch, else zeroed scratch that split_sync adds to g.
+   Two gradients may share a scratch buffer (a weight and its bias); the
+   buffers alternate, so a part may fill one while another still reads
+   the other */
+static float *grad_of(fid_densenet *net, float *g, size_t len)
+{
+    if (!net->split) return g;
+    size_t off = net->pend_n ? net->pend_off[net->pend_n - 1] + net->pend_len[net->pend_n - 1] : 0;
+    if (net->pend_n == 2 || off + len > net->scr_len) {
+        split_sync(net);
+        off = 0;
+    }
+    if (!net->pend_n) {
+        net->pend_buf = net->scr_next;
+        net->scr_next ^= 1;
+    }
+    float *scr = net->part_scr[net->part][net->pend_buf] + off;
+    memset(scr, 0, len * sizeof *scr);
+    net->pend_dst[net->pend_n] = g;
+    net->pend_off[net->pend_n] = off;
+    net->pend_len[net->pend_n] = len;
+    net->pend_n++;
+    return scr;
+}
+
+/* the whole batch's mean and biased variance of every channel of s (this
+   part's slice): each part's own, combined as Chan et al. do, parts in
+   order */
+static void split_stats(fid_densenet *net, double *mean, double *var, const float *in,
+                        const fid_batchnorm2d_shape *s)
+{
+    const dn_split *sp = net->split;
+    const size_t C = s->C, hw = s->H * s->W;
+    double *mine = split_slot(net);
+    fid_batchnorm2d_batch_stats(mine, mine + C, in, s);
+    split_sync(net);
+    const double m = (double)sp->n * (double)hw;
+    for (size_t c = 0; c < C; c++) {
+        double mu = 0.0, m2 = 0.0;
+        for (int t = 0; t < sp->parts; t++)
+            mu += (double)(sp->lo[t + 1] - sp->lo[t]) * (double)hw * split_peer(net, t)[c];
+        mu /= m;
+        for (int t = 0; t < sp->parts; t++) {
+            const double *q = split_peer(net, t), d = q[c] - mu;
+            m2 += (double)(sp->lo[t + 1] - sp->lo[t]) * (double)hw * (q[C + c] + d * d);
+        }
+        mean[c] = mu;
+        var[c] = m2 / m;
+    }
+}
+
 /* ---- kernels glue ------------------------------------------------------------------ */
+
+/* the training forward of r from the batch's statistics: on a split batch
+   part 0 saves them and updates the running ones, the others keep theirs
+   to themselves */
+static void bn_forward_stats(fid_densenet *net, const bn_ref *r, float *out, const float *in, const double *bmean,
+                             const double *bvar, fid_batchnorm2d_shape *s)
+{
+    const int own = !net->split || net->part == 0;
+    if (net->split) s->stat_n = net->split->n;
+    fid_batchnorm2d_forward_with(out, own ? r->mean : net->bn_scratch, own ? r->invstd : net->bn_scratch + r->C,
+                                 own ? B(net, r->rm) : NULL, own ? B(net, r->rv) : NULL, bmean, bvar, in,
+                                 P(net, r->w), P(net, r->b), s);
+}
 
 /* BN + ReLU forward: out = relu(bn(in)), (N, C, H, W) with batch strides
    out_ns, in_ns (0: contiguous); in training the batch statistics are saved
@@ -21,6 +138,12 @@ static void bn_forward(fid_densenet *net, const bn_ref *r, float *out, size_t ou
                                .out_nstride = out_ns, .eps = net->cfg.bn_eps,
                                .momentum = net->cfg.bn_momentum, .relu = 1, .pool = net->pool};
     fid_batchnorm2d_check(&s, err);
+    if (training && net->split) {
+        double *st = net->part_cstat[net->part];
+        split_stats(net, st, st + r->C, in, &s);
+        bn_forward_stats(net, r, out, in, st, st + r->C, &s);
+        return;
+    }
     /* a part of an evaluation batch keeps its (unused) statistics to itself */
     float *mean = net->bn_scratch ? net->bn_scratch : r->mean;
     float *invstd = net->bn_scratch ? net->bn_scratch + r->C : r->invstd;
@@ -43,8 +166,7 @@ static void bn_forward_block(fid_densenet *net, const dblock *blk, const bn_ref 
                                .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum, .relu = 1,
                                .pool = net->pool};
     fid_batchnorm2d_check(&s, err);
-    fid_batchnorm2d_forward_with(out, r->mean, r->invstd, B(net, r->rm), B(net, r->rv), blk->smean,
-                                 blk->svar, blk->buf, P(net, r->w), P(net, r->b), &s);
+    bn_forward_stats(net, r, out, blk->buf, blk->smean, blk->svar, &s);
 }
 
 /* the shared statistics of block channels c0..c1 (training) */
@@ -55,7 +177,10 @@ static void block_stats(fid_densenet *net, dblock *blk, size_t c0, size_t c1, si
     fid_batchnorm2d_shape s = {.N = n, .C = c1 - c0, .H = blk->H, .W = blk->W, .in_nstride = blk->ctot * hw,
                                .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum, .pool = net->pool};
     fid_batchnorm2d_check(&s, err);
-    fid_batchnorm2d_batch_stats(blk->smean + c0, blk->svar + c0, blk->buf + c0 * hw, &s);
+    if (net->split)
+        split_stats(net, blk->smean + c0, blk->svar + c0, blk->buf + c0 * hw, &s);
+    else
+        fid_batchnorm2d_batch_stats(blk->smean + c0, blk->svar + c0, blk->buf + c0 * hw, &s);
 }
 
 /* out (N, C, H, W) contiguous = relu(bn(in)) from the saved statistics,
@@ -84,8 +209,32 @@ static void bn_relu_backward(fid_densenet *net, const bn_ref *r, float *din, siz
                                .momentum = net->cfg.bn_momentum, .din_overwrite = overwrite,
                                .pool = net->pool};
     fid_batchnorm2d_check(&s, err);
-    fid_batchnorm2d_relu_backward(din, G(net, r->w), G(net, r->b), dout, in, P(net, r->w),
-                                  P(net, r->b), r->mean, r->invstd, &s, 1);
+    if (!net->split) {
+        fid_batchnorm2d_relu_backward(din, G(net, r->w), G(net, r->b), dout, in, P(net, r->w), P(net, r->b),
+                                      r->mean, r->invstd, &s, 1);
+        return;
+    }
+    /* the batch's sums, then each part its images; part 0 the parameters' */
+    const dn_split *sp = net->split;
+    double *mine = split_slot(net), *sum = net->part_cstat[net->part];
+    fid_batchnorm2d_relu_grad_sums(mine, mine + r->C, dout, in, P(net, r->w), P(net, r->b), r->mean, r->invstd,
+                                   &s);
+    split_sync(net);
+    for (size_t c = 0; c < 2 * r->C; c++) {
+        double acc = 0.0;
+        for (int t = 0; t < sp->parts; t++) acc += split_peer(net, t)[c];
+        sum[c] = acc;
+    }
+    s.stat_n = sp->n;
+    fid_batchnorm2d_relu_backward_with(din, net->part ? NULL : G(net, r->w), net->part ? NULL : G(net, r->b),
+                                       dout, in, P(net, r->w), P(net, r->b), r->mean, r->invstd, sum,
+                                       sum + r->C, &s);
+}
+
+/* layer ly's bottleneck output kept for backward: this part's images */
+static float *Y1(const fid_densenet *net, const dblock *blk, const dlayer *ly)
+{
+    return ly->y1 + net->lo * (size_t)net->cfg.bottleneck * (size_t)net->cfg.growth * blk->H * blk->W;
 }
 
 /* every conv's backward overwrites din: each input gradient is a fresh
@@ -202,7 +351,7 @@ static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
     if (tr) block_stats(net, blk, 0, blk->c0, n);
     for (int l = 0; l < blk->L; l++) {
         dlayer *ly = &blk->layers[l];
-        float *y1 = tr ? ly->y1 : net->s3;
+        float *y1 = tr ? Y1(net, blk, ly) : net->s3;
         fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
         fid_conv2d_shape c2 = dn_conv2_shape(net, blk, n, tr);
         bn_forward_block(net, blk, &ly->n1, net->s1, n, tr);
@@ -254,38 +403,116 @@ static void forward_all(fid_densenet *net, float *out, const float *in, size_t n
     head_forward(net, out, n, tr);
 }
 
-typedef struct eval_job {
-    const fid_densenet *net;
-    float *out;
-    const float *in;
-    size_t n, parts;
-} eval_job;
+/* v = net's view of images lo.. (part t of a split batch): its buffers
+   point at those images' slices, its kernels run serially */
+static void part_view(fid_densenet *v, const fid_densenet *net, size_t t, size_t lo, int tr)
+{
+    *v = *net;
+    v->pool = NULL;
+    v->lo = lo;
+    v->s1 = net->s1 + lo * net->act_max;
+    v->s2 = net->s2 + lo * net->mid_max;
+    v->s3 = net->s3 + lo * net->mid_max;
+    v->s4 = net->s4 + lo * net->act_max;
+    v->feat = net->feat + lo * net->C5;
+    v->idx0 = net->idx0 + lo * net->idx_per;
+    v->ws = net->part_ws[t];
+    for (int k = 0; k < net->cfg.nblocks; k++)
+        v->blocks[k].buf = net->blocks[k].buf + lo * net->blocks[k].ctot * net->blocks[k].H * net->blocks[k].W;
+    if (!tr) {
+        /* a part of an evaluation batch keeps its (unused) statistics to itself */
+        v->bn_scratch = net->part_stats[t];
+        return;
+    }
+    const fid_densenet_config *c = &net->cfg;
+    v->x = net->x + lo * (size_t)c->channels * (size_t)c->input * (size_t)c->input;
+    v->dfeat = net->dfeat + lo * net->C5;
+    v->bn_scratch = t ? net->part_stats[t] : NULL;
+    v->part = (int)t;
+    v->seq = 0;
+    v->scr_next = 0;
+    v->pend_n = 0;
+    double *bst = net->part_bstat[t];
+    for (int k = 0; k < c->nblocks; k++) {
+        dblock *b = &v->blocks[k];
+        b->dbuf = net->blocks[k].dbuf + lo * b->ctot * b->H * b->W;
+        if (t) {
+            /* the block statistics every part computes for itself */
+            b->smean = bst;
+            b->svar = bst + b->ctot;
+            bst += 2 * b->ctot;
+        }
+    }
+}
 
-/* evaluation of images lo..hi of the batch by one thread: a copy of the
-   network's descriptor whose buffers point at those images' slices */
+typedef struct pass_job {
+    fid_densenet *net;
+    dn_split *split;
+    float *out, *din;
+    const float *in, *dout;
+    size_t n, parts;
+} pass_job;
+
+/* evaluation of chunk t of the batch by one thread, on its own */
 static void eval_part(void *ctx, size_t b, size_t e)
 {
-    const eval_job *j = ctx;
+    const pass_job *j = ctx;
     const fid_densenet *net = j->net;
     const fid_densenet_config *c = &net->cfg;
     for (size_t t = b; t < e; t++) {
         size_t lo, hi;
         fid_pool_chunk(j->n, j->parts, t, &lo, &hi);
         if (hi <= lo) continue;
-        fid_densenet v = *net;
-        v.s1 = net->s1 + lo * net->act_max;
-        v.s2 = net->s2 + lo * net->mid_max;
-        v.s3 = net->s3 + lo * net->mid_max;
-        v.s4 = net->s4 + lo * net->act_max;
-        v.feat = net->feat + lo * net->C5;
-        v.idx0 = net->idx0 + lo * net->idx_per;
-        v.ws = net->part_ws[t];
-        v.bn_scratch = net->part_stats[t];
-        for (int k = 0; k < c->nblocks; k++)
-            v.blocks[k].buf = net->blocks[k].buf + lo * net->blocks[k].ctot * net->blocks[k].H * net->blocks[k].W;
+        fid_densenet v;
+        part_view(&v, net, t, lo, 0);
         forward_all(&v, j->out + lo * (size_t)c->embedding,
                     j->in + lo * (size_t)c->channels * (size_t)c->input * (size_t)c->input, hi - lo, 0);
     }
+}
+
+static void backward_all(fid_densenet *net, float *din, const float *dout, size_t n);
+
+/* part t of a split training forward (in == NULL) or backward */
+static void train_part(void *ctx, size_t t, size_t e)
+{
+    const pass_job *j = ctx;
+    const dn_split *sp = j->split;
+    const fid_densenet_config *c = &j->net->cfg;
+    (void)e;
+    if ((int)t >= sp->parts) return; /* more threads than images */
+    const size_t lo = sp->lo[t], n = sp->lo[t + 1] - lo, per = (size_t)c->channels * (size_t)c->input * (size_t)c->input;
+    fid_densenet v;
+    part_view(&v, j->net, t, lo, 1);
+    v.split = j->split;
+    if (j->in) {
+        forward_all(&v, j->out + lo * (size_t)c->embedding, v.x, n, 1);
+    } else {
+        backward_all(&v, j->din ? j->din + lo * per : NULL, j->dout + lo * (size_t)c->embedding, n);
+        if (v.pend_n) split_sync(&v);
+    }
+}
+
+/* runs a training pass split over the pool's threads; -1 when it cannot
+   (one thread, a busy pool): the caller then runs the whole batch */
+static int run_split(fid_densenet *net, pass_job *j)
+{
+    const size_t T = (size_t)fid_pool_size(net->pool);
+    if (T < 2 || T > (size_t)net->train_parts || T > (size_t)net->eval_parts || j->n < 2) return -1;
+    dn_split sp;
+    sp.parts = (int)(j->n < T ? j->n : T);
+    sp.n = j->n;
+    for (int t = 0; t < sp.parts; t++) {
+        size_t hi;
+        fid_pool_chunk(j->n, (size_t)sp.parts, (size_t)t, &sp.lo[t], &hi);
+    }
+    sp.lo[sp.parts] = j->n;
+    fid_barrier_init(&sp.bar, sp.parts);
+    j->split = &sp;
+    const int blas_threads = fid_get_num_threads();
+    if (blas_threads != 1) fid_set_num_threads(1);
+    const int rc = fid_pool_for_all(net->pool, train_part, j);
+    if (blas_threads != 1) fid_set_num_threads(blas_threads);
+    return rc;
 }
 
 int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t n, char *err)
@@ -307,12 +534,14 @@ int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t 
     size_t parts = (size_t)fid_pool_size(net->pool);
     if (parts > (size_t)net->eval_parts) parts = (size_t)net->eval_parts;
     if (parts > n) parts = n;
-    if (tr || parts < 2) {
-        forward_all(net, out, tr ? net->x : in, n, tr);
+    pass_job j = {.net = net, .out = out, .in = tr ? net->x : in, .n = n, .parts = parts};
+    if (tr) {
+        if (run_split(net, &j)) forward_all(net, out, net->x, n, 1);
+    } else if (parts < 2) {
+        forward_all(net, out, in, n, 0);
     } else {
         /* evaluation: images are independent, so each thread runs the whole
            network on its share with serial kernels and single-threaded BLAS */
-        eval_job j = {.net = net, .out = out, .in = in, .n = n, .parts = parts};
         const int blas_threads = fid_get_num_threads();
         if (blas_threads != 1) fid_set_num_threads(1);
         fid_pool_for(net->pool, parts, eval_part, &j);
@@ -337,8 +566,9 @@ static void head_backward(fid_densenet *net, const float *dout, size_t n)
     fid_pool2d_shape gs = head_pool_shape(net, n);
     fid_linear_shape ls = head_linear_shape(net, n);
     memset(net->dfeat, 0, n * net->C5 * sizeof(float)); /* (N, C): small */
-    fid_linear_backward(net->dfeat, G(net, net->cls_w), G(net, net->cls_b), dout, net->feat,
-                        P(net, net->cls_w), &ls);
+    float *dw = grad_of(net, G(net, net->cls_w), net->ptab[net->cls_w].numel);
+    float *db = grad_of(net, G(net, net->cls_b), net->ptab[net->cls_b].numel);
+    fid_linear_backward(net->dfeat, dw, db, dout, net->feat, P(net, net->cls_w), &ls);
     fid_global_avgpool_backward(net->s4, net->dfeat, &gs);
     bn_relu_backward(net, &net->n5, last->dbuf, 0, 1, net->s4, 0, last->buf, 0, n, last->H, last->W);
 }
@@ -351,7 +581,8 @@ static void block_backward(fid_densenet *net, dblock *blk, size_t n)
         dlayer *ly = &blk->layers[l];
         fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
         fid_conv2d_shape c2 = dn_conv2_shape(net, blk, n, 1);
-        float *dy2 = blk->dbuf + ly->cin * hw;
+        float *dy2 = blk->dbuf + ly->cin * hw, *y1 = Y1(net, blk, ly);
+        float *dw2 = grad_of(net, G(net, ly->conv2), net->ptab[ly->conv2].numel);
         if (fid_conv2d_uses_winograd(&c2)) {
             /* conv2's weight gradient by Winograd, bn2 and its ReLU applied
                as it reads y1 (bitwise the recomputed a2); its input
@@ -359,18 +590,18 @@ static void block_backward(fid_densenet *net, dblock *blk, size_t n)
             const bn_ref *r = &ly->n2;
             fid_bn_eval bn = {.mean = r->mean, .invstd = r->invstd, .gamma = P(net, r->w), .beta = P(net, r->b),
                               .relu = 1};
-            fid_winograd_weight_grad(G(net, ly->conv2), ly->y1, dy2, &c2, net->ws, &bn);
-            fid_conv2d_backward(net->s3, NULL, NULL, dy2, ly->y1, P(net, ly->conv2), &c2, net->ws);
+            fid_winograd_weight_grad(dw2, y1, dy2, &c2, net->ws, &bn);
+            fid_conv2d_backward(net->s3, NULL, NULL, dy2, y1, P(net, ly->conv2), &c2, net->ws);
         } else {
             /* conv2 needs its input a2 = relu(bn2(y1)): recomputed into s2 */
-            bn_relu_apply(net, &ly->n2, net->s2, ly->y1, 0, n, blk->H, blk->W);
-            fid_conv2d_backward(net->s3, G(net, ly->conv2), NULL, dy2, net->s2, P(net, ly->conv2), &c2, net->ws);
+            bn_relu_apply(net, &ly->n2, net->s2, y1, 0, n, blk->H, blk->W);
+            fid_conv2d_backward(net->s3, dw2, NULL, dy2, net->s2, P(net, ly->conv2), &c2, net->ws);
         }
-        bn_relu_backward(net, &ly->n2, net->s2, 0, 1, net->s3, 0, ly->y1, 0, n, blk->H, blk->W);
+        bn_relu_backward(net, &ly->n2, net->s2, 0, 1, net->s3, 0, y1, 0, n, blk->H, blk->W);
         /* conv1 needs a1 = relu(bn1(features)): recomputed into s1 */
         bn_relu_apply(net, &ly->n1, net->s1, blk->buf, ns, n, blk->H, blk->W);
-        fid_conv2d_backward(net->s4, G(net, ly->conv1), NULL, net->s2, net->s1, P(net, ly->conv1),
-                            &c1, net->ws);
+        fid_conv2d_backward(net->s4, grad_of(net, G(net, ly->conv1), net->ptab[ly->conv1].numel), NULL, net->s2,
+                            net->s1, P(net, ly->conv1), &c1, net->ws);
         bn_relu_backward(net, &ly->n1, blk->dbuf, ns, 0, net->s4, 0, blk->buf, ns, n, blk->H, blk->W);
     }
 }
@@ -383,8 +614,8 @@ static void trans_backward(fid_densenet *net, dblock *blk, dblock *next, size_t 
     /* the conv's input, avgpool(relu(bn(features))), recomputed */
     bn_relu_apply(net, &blk->tn, net->s1, blk->buf, 0, n, blk->H, blk->W);
     fid_avgpool2d_forward(net->s3, net->s1, &ps);
-    fid_conv2d_backward(net->s2, G(net, blk->tconv), NULL, next->dbuf, net->s3, P(net, blk->tconv), &cs,
-                        net->ws);
+    fid_conv2d_backward(net->s2, grad_of(net, G(net, blk->tconv), net->ptab[blk->tconv].numel), NULL, next->dbuf,
+                        net->s3, P(net, blk->tconv), &cs, net->ws);
     fid_avgpool2d_backward(net->s4, net->s2, &ps);
     bn_relu_backward(net, &blk->tn, blk->dbuf, 0, 1, net->s4, 0, blk->buf, 0, n, blk->H, blk->W);
 }
@@ -405,7 +636,18 @@ static void stem_backward(fid_densenet *net, float *din, size_t n)
         /* the block buffer holds relu(bn0(y0)) itself */
         bn_relu_backward(net, &net->n0, net->s4, 0, 1, b0->dbuf, ns0, net->s1, 0, n, net->H0, net->W0);
     }
-    fid_conv2d_backward(din, G(net, net->conv0), NULL, net->s4, net->x, P(net, net->conv0), &cs, net->ws);
+    fid_conv2d_backward(din, grad_of(net, G(net, net->conv0), net->ptab[net->conv0].numel), NULL, net->s4, net->x,
+                        P(net, net->conv0), &cs, net->ws);
+}
+
+static void backward_all(fid_densenet *net, float *din, const float *dout, size_t n)
+{
+    head_backward(net, dout, n);
+    for (int b = net->cfg.nblocks - 1; b >= 0; b--) {
+        block_backward(net, &net->blocks[b], n);
+        if (b > 0) trans_backward(net, &net->blocks[b - 1], &net->blocks[b], n);
+    }
+    stem_backward(net, din, n);
 }
 
 int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size_t n, char *err)
@@ -418,11 +660,7 @@ int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size
         snprintf(err, FID_ERRMAX, "gradient has %zu rows but the last forward had %zu", n, net->last_n);
         return FID_EARG;
     }
-    head_backward(net, dout, n);
-    for (int b = net->cfg.nblocks - 1; b >= 0; b--) {
-        block_backward(net, &net->blocks[b], n);
-        if (b > 0) trans_backward(net, &net->blocks[b - 1], &net->blocks[b], n);
-    }
-    stem_backward(net, din, n);
+    pass_job j = {.net = net, .din = din, .dout = dout, .n = n};
+    if (run_split(net, &j)) backward_all(net, din, dout, n);
     return FID_OK;
 }

@@ -184,6 +184,9 @@ typedef struct fid_batchnorm2d_shape {
     int relu;                   /* forward, apply: out = relu(bn(x)) */
     int din_overwrite;          /* backward: 1 writes din = dL/din, 0 adds */
     fid_pool *pool;             /* NULL: serial; splits over channels */
+    size_t stat_n;              /* images the batch statistics cover, >= N (0 -> N):
+                                   these N are a slice of a batch that a network
+                                   splits over threads (the *_with functions) */
 } fid_batchnorm2d_shape;
 
 int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err);
@@ -205,7 +208,9 @@ void fid_batchnorm2d_batch_stats(double *mean, double *var, const float *in,
 /* the training-mode forward with the batch statistics given (bmean, bvar:
    from fid_batchnorm2d_batch_stats over the same values): the same outputs,
    saved statistics and running-statistic updates as fid_batchnorm2d_forward,
-   bit for bit, without the two statistics passes over in */
+   bit for bit, without the two statistics passes over in. With s->stat_n
+   > N, in is a slice of a batch of stat_n images whose statistics these
+   are (the running variance's unbiased factor counts them all). */
 void fid_batchnorm2d_forward_with(float *out, float *mean, float *invstd, float *running_mean,
                                   float *running_var, const double *bmean, const double *bvar,
                                   const float *in, const float *gamma, const float *beta,
@@ -236,6 +241,22 @@ void fid_batchnorm2d_relu_backward(float *din, float *dgamma, float *dbeta, cons
                                    const float *in, const float *gamma, const float *beta,
                                    const float *mean, const float *invstd,
                                    const fid_batchnorm2d_shape *s, int training);
+
+/* a slice's share of the backward's batch sums, per channel: sdy = sum of
+   the gradient reaching the BN output (ReLU-masked as in
+   fid_batchnorm2d_relu_backward), sdyxm = sum of it times (in - mean).
+   Added over the slices of a batch, they are what
+   fid_batchnorm2d_relu_backward_with takes. */
+void fid_batchnorm2d_relu_grad_sums(double *sdy, double *sdyxm, const float *dout, const float *in,
+                                    const float *gamma, const float *beta, const float *mean,
+                                    const float *invstd, const fid_batchnorm2d_shape *s);
+/* fid_batchnorm2d_relu_backward (training) of a slice of s->stat_n images,
+   with the whole batch's sums given: bitwise the whole-batch call's din
+   when the sums are the same; dgamma, dbeta (NULL: left) += the sums' terms */
+void fid_batchnorm2d_relu_backward_with(float *din, float *dgamma, float *dbeta, const float *dout,
+                                        const float *in, const float *gamma, const float *beta,
+                                        const float *mean, const float *invstd, const double *sdy,
+                                        const double *sdyxm, const fid_batchnorm2d_shape *s);
 
 /* ---- relu (activation.c) -----------------------------------------------
  * Elementwise on N items of D floats each (D = C*H*W for images, features

@@ -36,6 +36,10 @@
 #ifndef FID_POOL_CALLER_SPIN_NS
 #define FID_POOL_CALLER_SPIN_NS 200000
 #endif
+/* a barrier's waiters poll this many times before they yield */
+#ifndef FID_BARRIER_SPINS
+#define FID_BARRIER_SPINS 20000
+#endif
 #ifndef FID_POOL_CALLER_YIELD_NS
 #define FID_POOL_CALLER_YIELD_NS 5000000
 #endif
@@ -209,13 +213,9 @@ int fid_pool_size(const fid_pool *p)
     return p ? p->nthreads : 1;
 }
 
-void fid_pool_for(fid_pool *p, size_t n, fid_pool_fn fn, void *ctx)
+/* runs the job on the pool, the submit lock held */
+static void dispatch(fid_pool *p, size_t n, fid_pool_fn fn, void *ctx)
 {
-    if (n == 0) return;
-    if (!p || p->nthreads < 2 || n < 2 || pthread_mutex_trylock(&p->submit) != 0) {
-        fn(ctx, 0, n);
-        return;
-    }
     const size_t chunks = n < (size_t)p->nthreads ? n : (size_t)p->nthreads;
     pthread_mutex_lock(&p->lock);
     p->fn = fn;
@@ -238,6 +238,48 @@ void fid_pool_for(fid_pool *p, size_t n, fid_pool_fn fn, void *ctx)
         pthread_mutex_unlock(&p->lock);
     }
     pthread_mutex_unlock(&p->submit);
+}
+
+void fid_pool_for(fid_pool *p, size_t n, fid_pool_fn fn, void *ctx)
+{
+    if (n == 0) return;
+    if (!p || p->nthreads < 2 || n < 2 || pthread_mutex_trylock(&p->submit) != 0) {
+        fn(ctx, 0, n);
+        return;
+    }
+    dispatch(p, n, fn, ctx);
+}
+
+int fid_pool_for_all(fid_pool *p, fid_pool_fn fn, void *ctx)
+{
+    if (!p || p->nthreads < 2 || pthread_mutex_trylock(&p->submit) != 0) return -1;
+    dispatch(p, (size_t)p->nthreads, fn, ctx);
+    return 0;
+}
+
+void fid_barrier_init(fid_barrier *b, int n)
+{
+    b->n = n;
+    b->count = 0;
+    b->gen = 0;
+}
+
+/* the last to arrive starts the next generation; the others poll for it,
+   yielding their core after a while (more parts than cores) */
+void fid_barrier_wait(fid_barrier *b)
+{
+    const unsigned gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    for (long spins = 0; __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen; spins++) {
+        if (spins < FID_BARRIER_SPINS)
+            cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 void fid_pool_for_work(fid_pool *p, size_t n, size_t work, fid_pool_fn fn, void *ctx)

@@ -39,6 +39,22 @@ void fid_pool_free(fid_pool *p);
 int fid_pool_size(const fid_pool *p);
 void fid_pool_for(fid_pool *p, size_t n, fid_pool_fn fn, void *ctx);
 
+/* fn(ctx, t, t + 1) for every thread t of the pool, all at once (the
+   caller runs t = 0): jobs that wait for each other at a fid_barrier. -1,
+   running nothing, when the pool cannot run them together (NULL or one
+   thread, busy with another job, or called from inside one of its jobs) */
+int fid_pool_for_all(fid_pool *p, fid_pool_fn fn, void *ctx);
+
+/* a reusable barrier of n threads (one per job of fid_pool_for_all):
+   fid_barrier_wait returns once all n have called it; memory written before
+   it by any of them is visible after it to all */
+typedef struct fid_barrier {
+    int n, count;
+    unsigned gen;
+} fid_barrier;
+void fid_barrier_init(fid_barrier *b, int n);
+void fid_barrier_wait(fid_barrier *b);
+
 /* fid_pool_for when the whole job touches at least the pool's grain of
    floats (`work`, the caller's estimate), else serial: below about 0.1 ms
    of work, handing half of it to a worker saves less than the hand-over
