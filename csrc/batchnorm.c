@@ -313,7 +313,7 @@ static void forward_channels(void *ctx, size_t c0, size_t c1)
         }
         j->mean[c] = (float)mu;
         j->invstd[c] = (float)is;
-        normalise(j, j->mean, j->invstd, c);
+        if (j->out) normalise(j, j->mean, j->invstd, c);
     }
 }
 

@@ -131,12 +131,14 @@ static size_t group_size(const fid_conv2d_shape *s)
    column buffer, gathered outputs or output gradients (OC rows) and
    gathered inputs or input gradients (C rows), or Winograd's buffers */
 typedef struct conv_ws {
-    size_t col, ybuf, xbuf, wt, wino;
+    size_t col, ybuf, xbuf, wt, wino, coef;
 } conv_ws;
 
-static conv_ws workspace_of(const fid_conv2d_shape *s)
+/* fused: a pointwise convolution normalises its input as it gathers it
+   (into xbuf even for one image), with 3 C coefficients */
+static conv_ws workspace_of(const fid_conv2d_shape *s, int fused)
 {
-    conv_ws r = {0, 0, 0, 0, 0};
+    conv_ws r = {0, 0, 0, 0, 0, 0};
     const size_t g = group_size(s), kk = s->KH * s->KW;
     const size_t cols = g * s->OH * s->OW, icols = g * s->H * s->W;
     if (!is_pointwise(s)) r.col = s->C * kk * cols;
@@ -154,14 +156,39 @@ static conv_ws workspace_of(const fid_conv2d_shape *s)
         dual_shape(&d, s);
         if (use_winograd(&d) && fid_winograd_workspace(&d) > r.wino) r.wino = fid_winograd_workspace(&d);
     }
+    if (fused && is_pointwise(s)) {
+        if (s->C * icols > r.xbuf) r.xbuf = s->C * icols;
+        r.coef = 3 * s->C;
+    }
     return r;
+}
+
+static size_t workspace_floats(const fid_conv2d_shape *s, int fused)
+{
+    conv_ws r = workspace_of(s, fused);
+    const size_t rest = r.col + r.ybuf + r.xbuf + r.coef;
+    return r.wt + (rest > r.wino ? rest : r.wino);
 }
 
 size_t fid_conv2d_workspace(const fid_conv2d_shape *s)
 {
-    conv_ws r = workspace_of(s);
-    const size_t rest = r.col + r.ybuf + r.xbuf;
-    return r.wt + (rest > r.wino ? rest : r.wino);
+    return workspace_floats(s, 0);
+}
+
+size_t fid_conv2d_workspace_bn(const fid_conv2d_shape *s)
+{
+    return workspace_floats(s, 1);
+}
+
+int fid_conv2d_fuses_bn(const fid_conv2d_shape *s)
+{
+    return is_pointwise(s) || use_winograd(s);
+}
+
+/* coef (3 C): bn's mu, scale and shift of each input channel */
+void fid_bn_coefficients(float *coef, const fid_bn_eval *bn, size_t C)
+{
+    for (size_t c = 0; c < C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + C + c, coef + 2 * C + c);
 }
 
 /* ---- column buffers -----------------------------------------------------
@@ -265,6 +292,8 @@ typedef struct conv_job {
     size_t nstride;             /* between images in the batch buffer */
     size_t R, L;                /* gather/scatter: rows per image, row length */
     int add;
+    const float *coef;          /* gather: row r normalised by coef[r], [R + r], [2 R + r] */
+    int relu;
 } conv_job;
 
 /* item = j * C + c: image j of the group, channel c */
@@ -315,7 +344,12 @@ static void gather_job(void *ctx, size_t b, size_t e)
     const size_t g = j->ld, L = j->L;
     for (size_t it = b; it < e; it++) {
         const size_t img = it / j->R, r = it % j->R;
-        memcpy(j->dst + r * g * L + img * L, j->src + img * j->nstride + r * L, L * sizeof(float));
+        float *d = j->dst + r * g * L + img * L;
+        const float *p = j->src + img * j->nstride + r * L;
+        if (j->coef)
+            fid_bn_affine(d, p, L, j->coef[r], j->coef[j->R + r], j->coef[2 * j->R + r], j->relu);
+        else
+            memcpy(d, p, L * sizeof(float));
     }
 }
 
@@ -335,11 +369,17 @@ static void scatter_job(void *ctx, size_t b, size_t e)
 }
 
 /* dst (R, g*L): image j's (R, L) block, from images nstride apart, lands at
-   columns j*L.. */
+   columns j*L.., normalised row by row with coef (3 R, or NULL: copied) */
+static void gather_bn(float *dst, const float *src, size_t nstride, size_t g, size_t R, size_t L,
+                      const float *coef, int relu, fid_pool *pool)
+{
+    conv_job j = {.dst = dst, .src = src, .ld = g, .nstride = nstride, .R = R, .L = L, .coef = coef, .relu = relu};
+    fid_pool_for_work(pool, g * R, g * R * L, gather_job, &j);
+}
+
 static void gather(float *dst, const float *src, size_t nstride, size_t g, size_t R, size_t L, fid_pool *pool)
 {
-    conv_job j = {.dst = dst, .src = src, .ld = g, .nstride = nstride, .R = R, .L = L};
-    fid_pool_for_work(pool, g * R, g * R * L, gather_job, &j);
+    gather_bn(dst, src, nstride, g, R, L, NULL, 0, pool);
 }
 
 /* the inverse of gather: images (R, L) nstride apart = (or +=) blocks of src */
@@ -371,17 +411,18 @@ static void add_bias_job(void *ctx, size_t b, size_t e)
     }
 }
 
-void fid_conv2d_forward(float *out, const float *in, const float *w, const float *b,
-                        const fid_conv2d_shape *s, float *workspace)
+void fid_conv2d_forward_bn(float *out, const float *in, const float *w, const float *b,
+                           const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn)
 {
     const size_t ohw = s->OH * s->OW, hw = s->H * s->W, ckk = s->C * s->KH * s->KW;
     const size_t G = group_size(s);
-    const conv_ws r = workspace_of(s);
-    float *col = workspace + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf;
+    const conv_ws r = workspace_of(s, bn != NULL);
+    float *col = workspace + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf, *coef = xbuf + r.xbuf;
     if (use_winograd(s)) {
-        fid_winograd_forward(out, in, w, b, s, col, 0, NULL);
+        fid_winograd_forward(out, in, w, b, s, col, 0, bn);
         return;
     }
+    if (bn) fid_bn_coefficients(coef, bn, s->C);
     /* per group of g images: y (OC, g*OH*OW) = w (OC, C*KH*KW) @ col (C*KH*KW, g*OH*OW),
        where for a 1x1 stride-1 conv the input itself is the column matrix */
     for (size_t n0 = 0; n0 < s->N; n0 += G) {
@@ -391,8 +432,8 @@ void fid_conv2d_forward(float *out, const float *in, const float *w, const float
         float *dst = g > 1 ? ybuf : y;
         if (is_pointwise(s)) {
             const float *src = x;
-            if (g > 1) {
-                gather(xbuf, x, s->in_nstride, g, s->C, hw, s->pool);
+            if (g > 1 || bn) {
+                gather_bn(xbuf, x, s->in_nstride, g, s->C, hw, bn ? coef : NULL, bn && bn->relu, s->pool);
                 src = xbuf;
             }
             fid_gemm_pool(s->pool, 0, 0, s->OC, cols, s->C, 1.0f, w, s->C, src, cols, 0.0f, dst, cols);
@@ -406,6 +447,12 @@ void fid_conv2d_forward(float *out, const float *in, const float *w, const float
         bias_job j = {.out = out, .b = b, .s = s};
         fid_pool_for_work(s->pool, s->N * s->OC, 2 * s->N * s->OC * ohw, add_bias_job, &j);
     }
+}
+
+void fid_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                        const fid_conv2d_shape *s, float *workspace)
+{
+    fid_conv2d_forward_bn(out, in, w, b, s, workspace, NULL);
 }
 
 static void bias_grad_job(void *ctx, size_t o0, size_t o1)
@@ -440,14 +487,13 @@ static void flip_weights(float *wt, const float *w, const fid_conv2d_shape *s)
             for (size_t k = 0; k < kk; k++) wt[(c * s->OC + o) * kk + (kk - 1 - k)] = w[(o * s->C + c) * kk + k];
 }
 
-void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
-                         const float *in, const float *w, const fid_conv2d_shape *s,
-                         float *workspace)
+void fid_conv2d_backward_bn(float *din, float *dw, float *db, const float *dout, const float *in,
+                            const float *w, const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn)
 {
     const size_t ohw = s->OH * s->OW, hw = s->H * s->W, ckk = s->C * s->KH * s->KW;
     const size_t okk = s->OC * s->KH * s->KW, G = group_size(s);
-    const conv_ws r = workspace_of(s);
-    float *wt = workspace, *col = wt + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf;
+    const conv_ws r = workspace_of(s, bn != NULL);
+    float *wt = workspace, *col = wt + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf, *coef = xbuf + r.xbuf;
     const int tdx = din && transposed_dx(s), over = s->din_overwrite;
     fid_conv2d_shape dual;
     if (db) bias_grad(db, dout, s, s->pool);
@@ -464,10 +510,11 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
     }
     if (dw && use_winograd(s)) {
         /* the weight gradient of the whole batch at once, F(2x2, 3x3) */
-        fid_winograd_weight_grad(dw, in, dout, s, col, NULL);
+        fid_winograd_weight_grad(dw, in, dout, s, col, bn);
         dw = NULL;
         if (!din) return;
     }
+    if (bn && dw) fid_bn_coefficients(coef, bn, s->C);
     for (size_t n0 = 0; n0 < s->N; n0 += G) {
         const size_t g = s->N - n0 < G ? s->N - n0 : G, cols = g * ohw, icols = g * hw;
         const float *x = in + n0 * s->in_nstride, *dy = dout + n0 * s->dout_nstride;
@@ -486,8 +533,8 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
             /* dw (OC, C) += dy (OC, cols) @ x^T (cols, C); dx (C, cols) += w^T (C, OC) @ dy */
             if (dw) {
                 const float *xg = x;
-                if (g > 1) {
-                    gather(xbuf, x, s->in_nstride, g, s->C, hw, s->pool);
+                if (g > 1 || bn) {
+                    gather_bn(xbuf, x, s->in_nstride, g, s->C, hw, bn ? coef : NULL, bn && bn->relu, s->pool);
                     xg = xbuf;
                 }
                 fid_gemm_pool(s->pool, 0, 1, s->OC, s->C, cols, 1.0f, dyg, cols, xg, cols, 1.0f, dw, s->C);
@@ -512,6 +559,12 @@ void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout,
         }
         if (dx && g > 1) scatter(dx, s->din_nstride, xbuf, g, s->C, hw, !over, s->pool);
     }
+}
+
+void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                         const fid_conv2d_shape *s, float *workspace)
+{
+    fid_conv2d_backward_bn(din, dw, db, dout, in, w, s, workspace, NULL);
 }
 
 /* ---- direct loops ------------------------------------------------------- */

@@ -232,13 +232,14 @@ static size_t conv_workspace(const fid_densenet *net, size_t n)
     size_t ws = fid_conv2d_workspace(&s);
     for (int b = 0; b < c->nblocks; b++) {
         const dblock *blk = &net->blocks[b];
+        /* the dense layers' convolutions normalise as they read */
         for (int l = 0; l < blk->L; l++) {
             s = dn_conv_shape(net, n, blk->layers[l].cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
-            if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
+            if (fid_conv2d_workspace_bn(&s) > ws) ws = fid_conv2d_workspace_bn(&s);
         }
         for (int tr = 0; tr < 2; tr++) {
             s = dn_conv2_shape(net, blk, n, tr);
-            if (fid_conv2d_workspace(&s) > ws) ws = fid_conv2d_workspace(&s);
+            if (fid_conv2d_workspace_bn(&s) > ws) ws = fid_conv2d_workspace_bn(&s);
         }
         if (blk->has_trans) {
             const dblock *next = blk + 1;

@@ -231,6 +231,35 @@ static void bn_relu_backward(fid_densenet *net, const bn_ref *r, float *din, siz
                                        sum + r->C, &s);
 }
 
+/* a dense layer's 1x1 convolution, reading the block's features (batch
+   stride: the block's) and writing its input gradient contiguous */
+static fid_conv2d_shape conv1_shape(const fid_densenet *net, const dblock *blk, const dlayer *ly, size_t n)
+{
+    const size_t hw = blk->H * blk->W, bw = (size_t)net->cfg.bottleneck * (size_t)net->cfg.growth;
+    fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, blk->ctot * hw, 0);
+    c1.din_nstride = ly->cin * hw;
+    return c1;
+}
+
+/* batch norm r as a convolution applies it to what it reads: by the
+   statistics of this training batch (in the forward, a part other than
+   the first keeps its copy in bn_scratch), or by the running ones */
+static fid_bn_eval bn_fused(fid_densenet *net, const bn_ref *r, int tr, int forward)
+{
+    fid_bn_eval bn = {.gamma = P(net, r->w), .beta = P(net, r->b), .eps = net->cfg.bn_eps, .relu = 1};
+    if (!tr) {
+        bn.running_mean = B(net, r->rm);
+        bn.running_var = B(net, r->rv);
+    } else if (forward && net->split && net->part) {
+        bn.mean = net->bn_scratch;
+        bn.invstd = net->bn_scratch + r->C;
+    } else {
+        bn.mean = r->mean;
+        bn.invstd = r->invstd;
+    }
+    return bn;
+}
+
 /* layer ly's bottleneck output kept for backward: this part's images */
 static float *Y1(const fid_densenet *net, const dblock *blk, const dlayer *ly)
 {
@@ -346,27 +375,28 @@ fid_conv2d_shape dn_conv2_shape(const fid_densenet *net, const dblock *blk, size
 
 static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
 {
-    const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
+    const size_t k = (size_t)net->cfg.growth;
     const size_t hw = blk->H * blk->W;
     if (tr) block_stats(net, blk, 0, blk->c0, n);
     for (int l = 0; l < blk->L; l++) {
         dlayer *ly = &blk->layers[l];
         float *y1 = tr ? Y1(net, blk, ly) : net->s3;
-        fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+        fid_conv2d_shape c1 = conv1_shape(net, blk, ly, n);
         fid_conv2d_shape c2 = dn_conv2_shape(net, blk, n, tr);
-        bn_forward_block(net, blk, &ly->n1, net->s1, n, tr);
-        fid_conv2d_forward(y1, net->s1, P(net, ly->conv1), NULL, &c1, net->ws);
+        /* conv1 applies norm1 and its ReLU as it reads the block's features */
+        if (tr) bn_forward_block(net, blk, &ly->n1, NULL, n, 1);
+        fid_bn_eval bn1 = bn_fused(net, &ly->n1, tr, 1);
+        fid_conv2d_forward_bn(y1, blk->buf, P(net, ly->conv1), NULL, &c1, net->ws, &bn1);
         float *out = blk->buf + ly->cin * hw;
-        if (!tr && fid_conv2d_uses_winograd(&c2)) {
-            /* evaluation: norm2 and its ReLU applied as Winograd reads y1 */
-            const bn_ref *r = &ly->n2;
-            fid_bn_eval bn = {.running_mean = B(net, r->rm), .running_var = B(net, r->rv),
-                              .gamma = P(net, r->w), .beta = P(net, r->b), .eps = net->cfg.bn_eps, .relu = 1};
-            fid_winograd_forward(out, y1, P(net, ly->conv2), NULL, &c2, net->ws, 0, &bn);
-            continue;
+        if (fid_conv2d_uses_winograd(&c2)) {
+            /* and Winograd norm2 as it reads y1 */
+            if (tr) bn_forward(net, &ly->n2, NULL, 0, y1, 0, n, blk->H, blk->W, 1);
+            fid_bn_eval bn2 = bn_fused(net, &ly->n2, tr, 1);
+            fid_conv2d_forward_bn(out, y1, P(net, ly->conv2), NULL, &c2, net->ws, &bn2);
+        } else {
+            bn_forward(net, &ly->n2, net->s2, 0, y1, 0, n, blk->H, blk->W, tr);
+            fid_conv2d_forward(out, net->s2, P(net, ly->conv2), NULL, &c2, net->ws);
         }
-        bn_forward(net, &ly->n2, net->s2, 0, y1, 0, n, blk->H, blk->W, tr);
-        fid_conv2d_forward(out, net->s2, P(net, ly->conv2), NULL, &c2, net->ws);
         if (tr) block_stats(net, blk, ly->cin, ly->cin + k, n);
     }
 }
@@ -575,11 +605,10 @@ static void head_backward(fid_densenet *net, const float *dout, size_t n)
 
 static void block_backward(fid_densenet *net, dblock *blk, size_t n)
 {
-    const size_t k = (size_t)net->cfg.growth, bw = (size_t)net->cfg.bottleneck * k;
     const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
     for (int l = blk->L - 1; l >= 0; l--) {
         dlayer *ly = &blk->layers[l];
-        fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
+        fid_conv2d_shape c1 = conv1_shape(net, blk, ly, n);
         fid_conv2d_shape c2 = dn_conv2_shape(net, blk, n, 1);
         float *dy2 = blk->dbuf + ly->cin * hw, *y1 = Y1(net, blk, ly);
         float *dw2 = grad_of(net, G(net, ly->conv2), net->ptab[ly->conv2].numel);
@@ -587,10 +616,8 @@ static void block_backward(fid_densenet *net, dblock *blk, size_t n)
             /* conv2's weight gradient by Winograd, bn2 and its ReLU applied
                as it reads y1 (bitwise the recomputed a2); its input
                gradient needs only dy and the weights */
-            const bn_ref *r = &ly->n2;
-            fid_bn_eval bn = {.mean = r->mean, .invstd = r->invstd, .gamma = P(net, r->w), .beta = P(net, r->b),
-                              .relu = 1};
-            fid_winograd_weight_grad(dw2, y1, dy2, &c2, net->ws, &bn);
+            fid_bn_eval bn2 = bn_fused(net, &ly->n2, 1, 0);
+            fid_winograd_weight_grad(dw2, y1, dy2, &c2, net->ws, &bn2);
             fid_conv2d_backward(net->s3, NULL, NULL, dy2, y1, P(net, ly->conv2), &c2, net->ws);
         } else {
             /* conv2 needs its input a2 = relu(bn2(y1)): recomputed into s2 */
@@ -598,10 +625,11 @@ static void block_backward(fid_densenet *net, dblock *blk, size_t n)
             fid_conv2d_backward(net->s3, dw2, NULL, dy2, net->s2, P(net, ly->conv2), &c2, net->ws);
         }
         bn_relu_backward(net, &ly->n2, net->s2, 0, 1, net->s3, 0, y1, 0, n, blk->H, blk->W);
-        /* conv1 needs a1 = relu(bn1(features)): recomputed into s1 */
-        bn_relu_apply(net, &ly->n1, net->s1, blk->buf, ns, n, blk->H, blk->W);
-        fid_conv2d_backward(net->s4, grad_of(net, G(net, ly->conv1), net->ptab[ly->conv1].numel), NULL, net->s2,
-                            net->s1, P(net, ly->conv1), &c1, net->ws);
+        /* conv1's weight gradient reads a1 = relu(bn1(features)), recomputed
+           as it gathers them */
+        fid_bn_eval bn1 = bn_fused(net, &ly->n1, 1, 0);
+        fid_conv2d_backward_bn(net->s4, grad_of(net, G(net, ly->conv1), net->ptab[ly->conv1].numel), NULL,
+                               net->s2, blk->buf, P(net, ly->conv1), &c1, net->ws, &bn1);
         bn_relu_backward(net, &ly->n1, blk->dbuf, ns, 0, net->s4, 0, blk->buf, ns, n, blk->H, blk->W);
     }
 }

@@ -135,6 +135,20 @@ typedef struct fid_bn_eval {
    (`v > 0 ? v : 0`); y may be x */
 void fid_bn_affine(float *y, const float *x, size_t n, float mu, float scale, float shift, int relu);
 void fid_bn_eval_coeffs(const fid_bn_eval *bn, size_t c, float *mu, float *scale, float *shift);
+/* (conv.c) coef (3 C) = every channel's mu, then scale, then shift */
+void fid_bn_coefficients(float *coef, const fid_bn_eval *bn, size_t C);
+/* fid_conv2d_forward and _backward (its dw) of relu(bn(in)) (bn->relu)
+   or bn(in), normalised as in is read: bitwise normalising first
+   (fid_batchnorm2d_apply, or the forward in evaluation) and convolving
+   that, without a normalised copy of the batch. Only where
+   fid_conv2d_fuses_bn (1x1 stride-1 unpadded convolutions, and those
+   Winograd takes), with a workspace of fid_conv2d_workspace_bn floats. */
+int fid_conv2d_fuses_bn(const fid_conv2d_shape *s);
+size_t fid_conv2d_workspace_bn(const fid_conv2d_shape *s);
+void fid_conv2d_forward_bn(float *out, const float *in, const float *w, const float *b,
+                           const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn);
+void fid_conv2d_backward_bn(float *din, float *dw, float *db, const float *dout, const float *in,
+                            const float *w, const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn);
 /* winograd.c: whether s is a 3x3 stride-1 padding-1 convolution; the
    floats of workspace fid_winograd_forward needs; out (=, or += with add)
    the convolution of in with w (+ b) by F(4x4, 3x3) when s->algo is
@@ -210,7 +224,9 @@ void fid_batchnorm2d_batch_stats(double *mean, double *var, const float *in,
    saved statistics and running-statistic updates as fid_batchnorm2d_forward,
    bit for bit, without the two statistics passes over in. With s->stat_n
    > N, in is a slice of a batch of stat_n images whose statistics these
-   are (the running variance's unbiased factor counts them all). */
+   are (the running variance's unbiased factor counts them all). Both
+   forwards take a NULL out: the statistics only, for a convolution that
+   normalises as it reads (fid_conv2d_forward_bn). */
 void fid_batchnorm2d_forward_with(float *out, float *mean, float *invstd, float *running_mean,
                                   float *running_var, const double *bmean, const double *bvar,
                                   const float *in, const float *gamma, const float *beta,

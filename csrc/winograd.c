@@ -458,12 +458,6 @@ static void product_job(void *ctx, size_t x0, size_t x1)
                  j->M + xi * nt, xs * nt);
 }
 
-/* coef (3 C): bn's mu, scale and shift of each input channel */
-static void bn_coefficients(float *coef, const fid_bn_eval *bn, size_t C)
-{
-    for (size_t c = 0; c < C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + C + c, coef + 2 * C + c);
-}
-
 /* The pool threads the products, each a single-threaded BLAS call: BLAS
    is held at one thread meanwhile (hold_blas returns what release_blas
    restores). Without a pool the products run in turn, threaded by BLAS. */
@@ -493,7 +487,7 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
     const size_t total = tiles_of(s), tb = chunk_of(s), m = tile_of(s), a = m + 2, xs = a * a;
     float *U = workspace, *V = U + xs * s->OC * s->C, *M = V + xs * s->C * tb, *coef = M + xs * s->OC * tb;
     transform_weights(U, w, s->OC, s->C, m);
-    if (bn) bn_coefficients(coef, bn, s->C);
+    if (bn) fid_bn_coefficients(coef, bn, s->C);
     const int blas_threads = hold_blas(s);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
@@ -568,7 +562,7 @@ void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, con
     s2.algo = FID_CONV_WINOGRAD; /* F(2x2, 3x3) */
     const size_t total = tiles_of(&s2), tb = chunk_of(&s2);
     float *dU = workspace, *V = dU + 16 * s->OC * s->C, *dM = V + 16 * s->C * tb, *coef = dM + 16 * s->OC * tb;
-    if (bn) bn_coefficients(coef, bn, s->C);
+    if (bn) fid_bn_coefficients(coef, bn, s->C);
     const int blas_threads = hold_blas(s);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
