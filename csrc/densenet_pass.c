@@ -151,22 +151,18 @@ static void bn_forward(fid_densenet *net, const bn_ref *r, float *out, size_t ou
                             &s, training);
 }
 
-/* bn_forward of the first r->C channels of a block's features (batch
-   stride ns); in training from the block's shared channel statistics */
-static void bn_forward_block(fid_densenet *net, const dblock *blk, const bn_ref *r, float *out, size_t n,
-                             int training)
+/* the training statistics of batch norm r over the first r->C channels of
+   a block's features, from the block's shared channel statistics: saved,
+   and the running ones updated (the convolution or pool after r then
+   applies it as it reads the features) */
+static void block_norm_stats(fid_densenet *net, const dblock *blk, const bn_ref *r, size_t n)
 {
     char err[FID_ERRMAX];
-    const size_t ns = blk->ctot * blk->H * blk->W;
-    if (!training) {
-        bn_forward(net, r, out, 0, blk->buf, ns, n, blk->H, blk->W, 0);
-        return;
-    }
-    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = blk->H, .W = blk->W, .in_nstride = ns,
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = blk->H, .W = blk->W, .in_nstride = blk->ctot * blk->H * blk->W,
                                .eps = net->cfg.bn_eps, .momentum = net->cfg.bn_momentum, .relu = 1,
                                .pool = net->pool};
     fid_batchnorm2d_check(&s, err);
-    bn_forward_stats(net, r, out, blk->buf, blk->smean, blk->svar, &s);
+    bn_forward_stats(net, r, NULL, blk->buf, blk->smean, blk->svar, &s);
 }
 
 /* the shared statistics of block channels c0..c1 (training) */
@@ -384,7 +380,7 @@ static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
         fid_conv2d_shape c1 = conv1_shape(net, blk, ly, n);
         fid_conv2d_shape c2 = dn_conv2_shape(net, blk, n, tr);
         /* conv1 applies norm1 and its ReLU as it reads the block's features */
-        if (tr) bn_forward_block(net, blk, &ly->n1, NULL, n, 1);
+        if (tr) block_norm_stats(net, blk, &ly->n1, n);
         fid_bn_eval bn1 = bn_fused(net, &ly->n1, tr, 1);
         fid_conv2d_forward_bn(y1, blk->buf, P(net, ly->conv1), NULL, &c1, net->ws, &bn1);
         float *out = blk->buf + ly->cin * hw;
@@ -407,8 +403,10 @@ static void trans_forward(fid_densenet *net, dblock *blk, dblock *next, size_t n
     float *pooled = net->s2; /* recomputed in backward */
     fid_conv2d_shape cs = dn_conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
                                      next->ctot * next->H * next->W);
-    bn_forward_block(net, blk, &blk->tn, net->s1, n, tr);
-    fid_avgpool2d_forward(pooled, net->s1, &ps);
+    /* the pool reads relu(bn(features)) */
+    if (tr) block_norm_stats(net, blk, &blk->tn, n);
+    fid_bn_eval bn = bn_fused(net, &blk->tn, tr, 1);
+    fid_avgpool2d_forward_bn(pooled, blk->buf, &ps, &bn);
     fid_conv2d_forward(next->buf, pooled, P(net, blk->tconv), NULL, &cs, net->ws);
 }
 
@@ -417,8 +415,9 @@ static void head_forward(fid_densenet *net, float *out, size_t n, int tr)
     const dblock *last = &net->blocks[net->cfg.nblocks - 1];
     fid_pool2d_shape gs = head_pool_shape(net, n);
     fid_linear_shape ls = head_linear_shape(net, n);
-    bn_forward_block(net, last, &net->n5, net->s1, n, tr);
-    fid_global_avgpool_forward(net->feat, net->s1, &gs);
+    if (tr) block_norm_stats(net, last, &net->n5, n);
+    fid_bn_eval bn = bn_fused(net, &net->n5, tr, 1);
+    fid_global_avgpool_forward_bn(net->feat, last->buf, &gs, &bn);
     fid_linear_forward(out, net->feat, P(net, net->cls_w), P(net, net->cls_b), &ls);
 }
 
@@ -640,8 +639,8 @@ static void trans_backward(fid_densenet *net, dblock *blk, dblock *next, size_t 
     fid_conv2d_shape cs = dn_conv_shape(net, n, blk->ctot, next->H, next->W, blk->cout, 1, 1, 0, 0,
                                      next->ctot * next->H * next->W);
     /* the conv's input, avgpool(relu(bn(features))), recomputed */
-    bn_relu_apply(net, &blk->tn, net->s1, blk->buf, 0, n, blk->H, blk->W);
-    fid_avgpool2d_forward(net->s3, net->s1, &ps);
+    fid_bn_eval bn = bn_fused(net, &blk->tn, 1, 0);
+    fid_avgpool2d_forward_bn(net->s3, blk->buf, &ps, &bn);
     fid_conv2d_backward(net->s2, grad_of(net, G(net, blk->tconv), net->ptab[blk->tconv].numel), NULL, next->dbuf,
                         net->s3, P(net, blk->tconv), &cs, net->ws);
     fid_avgpool2d_backward(net->s4, net->s2, &ps);

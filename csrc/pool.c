@@ -86,7 +86,36 @@ typedef struct pool_job {
     const float *in;
     const int32_t *cidx;
     const fid_pool2d_shape *s;
+    const fid_bn_eval *bn;      /* average pools: applied to the input as it is read */
 } pool_job;
+
+/* columns a fused 2x2 average pool normalises at a time (even) */
+#define AVG_SEG 256
+
+/* one channel's normalisation, as fid_bn_affine computes it */
+typedef struct bn_coef {
+    float mu, scale, shift;
+    int relu, on;
+} bn_coef;
+
+static bn_coef coef_of(const pool_job *j, size_t p)
+{
+    bn_coef k = {0.0f, 1.0f, 0.0f, 0, 0};
+    if (j->bn) {
+        fid_bn_eval_coeffs(j->bn, p % j->s->C, &k.mu, &k.scale, &k.shift);
+        k.relu = j->bn->relu;
+        k.on = 1;
+    }
+    return k;
+}
+
+/* x normalised (and its ReLU), bitwise fid_bn_affine's value */
+static float norm(const bn_coef *k, float x)
+{
+    if (!k->on) return x;
+    const float v = (x - k->mu) * k->scale + k->shift;
+    return !k->relu || v > 0.0f ? v : 0.0f;
+}
 
 /* plane p = n * C + c of a batch with the given image stride and plane size */
 static size_t plane(const fid_pool2d_shape *s, size_t p, size_t nstride, size_t size)
@@ -260,18 +289,30 @@ static void avgpool_forward_job(void *ctx, size_t p0, size_t p1)
     for (size_t p = p0; p < p1; p++) {
         const float *x = j->in + plane(s, p, s->in_nstride, hw);
         float *y = j->out + plane(s, p, s->out_nstride, ohw);
+        const bn_coef k = coef_of(j, p);
         if (is_2x2(s)) {
-            for (size_t oh = 0; oh < s->OH; oh++) {
-                const float *r0 = x + 2 * oh * s->W, *r1 = r0 + s->W;
-                for (size_t ow = 0; ow < s->OW; ow++) {
-                    float acc = 0.0f;
-                    acc += r0[2 * ow];
-                    acc += r0[2 * ow + 1];
-                    acc += r1[2 * ow];
-                    acc += r1[2 * ow + 1];
-                    y[oh * s->OW + ow] = acc / 4.0f;
+            /* a normalised input is pooled from its two rows normalised
+               (vectorised, fid_bn_affine) into buffers, AVG_SEG columns at a time */
+            float b0[AVG_SEG], b1[AVG_SEG];
+            for (size_t oh = 0; oh < s->OH; oh++)
+                for (size_t o0 = 0; o0 < s->OW; o0 += AVG_SEG / 2) {
+                    const size_t len = s->OW - o0 < AVG_SEG / 2 ? s->OW - o0 : AVG_SEG / 2;
+                    const float *r0 = x + 2 * oh * s->W + 2 * o0, *r1 = r0 + s->W;
+                    if (k.on) {
+                        fid_bn_affine(b0, r0, 2 * len, k.mu, k.scale, k.shift, k.relu);
+                        fid_bn_affine(b1, r1, 2 * len, k.mu, k.scale, k.shift, k.relu);
+                        r0 = b0, r1 = b1;
+                    }
+                    float *yo = y + oh * s->OW + o0;
+                    for (size_t ow = 0; ow < len; ow++) {
+                        float acc = 0.0f;
+                        acc += r0[2 * ow];
+                        acc += r0[2 * ow + 1];
+                        acc += r1[2 * ow];
+                        acc += r1[2 * ow + 1];
+                        yo[ow] = acc / 4.0f;
+                    }
                 }
-            }
             continue;
         }
         for (size_t oh = 0; oh < s->OH; oh++) {
@@ -282,17 +323,22 @@ static void avgpool_forward_job(void *ctx, size_t p0, size_t p1)
                 window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
                 float acc = 0.0f;
                 for (size_t h = h0; h < h1; h++)
-                    for (size_t w = w0; w < w1; w++) acc += x[h * s->W + w];
+                    for (size_t w = w0; w < w1; w++) acc += norm(&k, x[h * s->W + w]);
                 y[oh * s->OW + ow] = acc / divisor(s, oh, ow, h0, h1, w0, w1);
             }
         }
     }
 }
 
+void fid_avgpool2d_forward_bn(float *out, const float *in, const fid_pool2d_shape *s, const fid_bn_eval *bn)
+{
+    pool_job j = {.out = out, .in = in, .s = s, .bn = bn};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * s->OH * s->OW * s->KH * s->KW, avgpool_forward_job, &j);
+}
+
 void fid_avgpool2d_forward(float *out, const float *in, const fid_pool2d_shape *s)
 {
-    pool_job j = {.out = out, .in = in, .s = s};
-    fid_pool_for_work(s->pool, planes(s), planes(s) * s->OH * s->OW * s->KH * s->KW, avgpool_forward_job, &j);
+    fid_avgpool2d_forward_bn(out, in, s, NULL);
 }
 
 static void avgpool_backward_job(void *ctx, size_t p0, size_t p1)
@@ -344,16 +390,22 @@ static void global_forward_job(void *ctx, size_t p0, size_t p1)
     const size_t hw = s->H * s->W;
     for (size_t p = p0; p < p1; p++) {
         const float *x = j->in + plane(s, p, s->in_nstride, hw);
+        const bn_coef k = coef_of(j, p);
         double acc = 0.0;
-        for (size_t i = 0; i < hw; i++) acc += x[i];
+        for (size_t i = 0; i < hw; i++) acc += norm(&k, x[i]);
         j->out[(p / s->C) * s->out_nstride + p % s->C] = (float)(acc / (double)hw);
     }
 }
 
+void fid_global_avgpool_forward_bn(float *out, const float *in, const fid_pool2d_shape *s, const fid_bn_eval *bn)
+{
+    pool_job j = {.out = out, .in = in, .s = s, .bn = bn};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * s->H * s->W, global_forward_job, &j);
+}
+
 void fid_global_avgpool_forward(float *out, const float *in, const fid_pool2d_shape *s)
 {
-    pool_job j = {.out = out, .in = in, .s = s};
-    fid_pool_for_work(s->pool, planes(s), planes(s) * s->H * s->W, global_forward_job, &j);
+    fid_global_avgpool_forward_bn(out, in, s, NULL);
 }
 
 static void global_backward_job(void *ctx, size_t p0, size_t p1)
