@@ -25,7 +25,8 @@
  * gradients of blocks of the same parity share one buffer (backward needs
  * only two adjacent blocks' at a time), and the scratch buffers are sized
  * to their largest use: DenseNet-121 at 128x128, batch 32, trains with Adam
- * in about 515 MiB peak resident memory.
+ * in about 521 MiB peak resident memory (with two threads, each
+ * holding its own exchange and weight-gradient buffers).
  *
  * All functions returning int give FID_OK or an FID_E* code with a message
  * in err; a network is never left half-updated by a failed call.

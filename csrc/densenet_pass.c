@@ -331,15 +331,16 @@ static void stem_forward(fid_densenet *net, const float *in, size_t n, int tr)
     const dblock *b0 = &net->blocks[0];
     const size_t ns0 = b0->ctot * b0->H * b0->W;
     fid_conv2d_shape cs = dn_stem_conv_shape(net, n);
-    /* the normalisation runs in place over the conv output; training
-       recomputes that output in backward rather than keep it */
+    /* training recomputes the conv output in backward rather than keep it */
     float *y0 = net->s1;
     fid_conv2d_forward(y0, in, P(net, net->conv0), NULL, &cs, net->ws);
     if (net->cfg.stem == FID_STEM_IMAGENET) {
         fid_pool2d_shape ps = maxpool_shape(net, n);
-        bn_forward(net, &net->n0, net->s1, 0, y0, 0, n, net->H0, net->W0, tr);
-        /* only training's backward needs the argmax */
-        fid_maxpool2d_forward(b0->buf, tr ? net->idx0 : NULL, net->s1, &ps);
+        /* the max-pool reads relu(bn0(y0)); only training's backward needs
+           the argmax */
+        if (tr) bn_forward(net, &net->n0, NULL, 0, y0, 0, n, net->H0, net->W0, 1);
+        fid_bn_eval bn0 = bn_fused(net, &net->n0, tr, 1);
+        fid_maxpool2d_forward_bn(b0->buf, tr ? net->idx0 : NULL, y0, &ps, &bn0);
     } else {
         bn_forward(net, &net->n0, b0->buf, ns0, y0, 0, n, net->H0, net->W0, tr);
     }

@@ -332,10 +332,12 @@ void fid_maxpool2d_backward(float *din, const float *dout, const int32_t *idx,
 void fid_avgpool2d_forward(float *out, const float *in, const fid_pool2d_shape *s);
 /* din (N, C, H, W) += the window averages' gradient (= with din_overwrite) */
 void fid_avgpool2d_backward(float *din, const float *dout, const fid_pool2d_shape *s);
-/* the average pools of relu(bn(in)) (bn->relu) or bn(in), normalised as
+/* the pools of relu(bn(in)) (bn->relu) or bn(in), normalised as
    in is read: bitwise normalising first (fid_batchnorm2d_apply, or the
    forward in evaluation), without the normalised copy */
 void fid_avgpool2d_forward_bn(float *out, const float *in, const fid_pool2d_shape *s, const fid_bn_eval *bn);
+void fid_maxpool2d_forward_bn(float *out, int32_t *idx, const float *in, const fid_pool2d_shape *s,
+                              const fid_bn_eval *bn);
 void fid_global_avgpool_forward_bn(float *out, const float *in, const fid_pool2d_shape *s, const fid_bn_eval *bn);
 
 /* global average pooling (N, C, H, W) -> (N, C): fill N, C, H, W and the

@@ -156,19 +156,45 @@ static inline float nan_max(float a, float b)
     return f;
 }
 
-/* max pooling without indices (evaluation): separable, each output row
-   from the column maxima of its window's rows */
-#define MAXPOOL_ROW_MAX 1024
-static void maxpool_values(const fid_pool2d_shape *s, float *y, const float *x)
+/* v over the running maximum m: v larger, or v the first NaN (a tie keeps
+   m, the earlier position: PyTorch's first maximum) */
+static inline pv4i better4(pv4 v, pv4 m)
 {
-    float cm[MAXPOOL_ROW_MAX];
+    return (v > m) | ((v != v) & (m == m));
+}
+
+static inline int better(float v, float m)
+{
+    return (v > m) | ((v != v) & (m == m));
+}
+
+/* Max pooling is separable: a window's first maximum in row-major order
+   is, of its rows' first maxima, the first one that is largest. Rows are
+   at most MAXPOOL_ROW_MAX floats (longer ones take the direct loop). */
+#define MAXPOOL_ROW_MAX 1024
+
+/* input row h, normalised into buf when the job says so */
+static const float *pool_row(const pool_job *j, const bn_coef *k, const float *x, size_t h, float *buf)
+{
+    const float *r = x + h * j->s->W;
+    if (!k->on) return r;
+    fid_bn_affine(buf, r, j->s->W, k->mu, k->scale, k->shift, k->relu);
+    return buf;
+}
+
+/* max pooling without indices (evaluation): each output row from the
+   column maxima of its window's rows */
+static void maxpool_values(const pool_job *j, const bn_coef *k, float *y, const float *x)
+{
+    const fid_pool2d_shape *s = j->s;
+    float cm[MAXPOOL_ROW_MAX], rb[MAXPOOL_ROW_MAX];
     const size_t W = s->W;
     for (size_t oh = 0; oh < s->OH; oh++, y += s->OW) {
         size_t h0, h1;
         window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
-        memcpy(cm, x + h0 * W, W * sizeof *cm);
+        memcpy(cm, pool_row(j, k, x, h0, rb), W * sizeof *cm);
         for (size_t h = h0 + 1; h < h1; h++) {
-            const float *r = x + h * W;
+            const float *r = pool_row(j, k, x, h, rb);
             size_t w = 0;
             for (; w + 4 <= W; w += 4) {
                 pv4 a, b;
@@ -189,41 +215,126 @@ static void maxpool_values(const fid_pool2d_shape *s, float *y, const float *x)
     }
 }
 
+/* output ow's window maximum in row r and its column */
+static void row_max1(const fid_pool2d_shape *s, const float *r, size_t ow, float *hv, int32_t *hc)
+{
+    size_t w0, w1;
+    window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
+    float m = r[w0];
+    size_t at = w0;
+    for (size_t w = w0 + 1; w < w1; w++)
+        if (better(r[w], m)) m = r[w], at = w;
+    hv[ow] = m;
+    hc[ow] = (int32_t)at;
+}
+
+/* row r's window maxima hv[ow] and their columns hc[ow] */
+static void row_maxima(const fid_pool2d_shape *s, const float *r, float *hv, int32_t *hc)
+{
+    size_t ow = 0;
+    if (s->KW == 3 && s->stride_w == 2 && s->pad_w == 1 && s->OW > 1) {
+        /* output 0 has the padding; inside the row, four outputs at a
+           time from columns 2ow - 1, 2ow, 2ow + 1 */
+        const pv4i even = {0, 2, 4, 6}, odd = {1, 3, 5, 7}, next = {1, 2, 3, 4}, one = {1, 1, 1, 1};
+        row_max1(s, r, 0, hv, hc);
+        for (ow = 1; 2 * ow + 7 < s->W; ow += 4) {
+            const float *p = r + 2 * ow - 1;
+            pv4 lo, hi;
+            memcpy(&lo, p, sizeof lo);
+            memcpy(&hi, p + 4, sizeof hi);
+            const pv4 a = __builtin_shuffle(lo, hi, even), b = __builtin_shuffle(lo, hi, odd);
+            const pv4 last = {p[8], p[8], p[8], p[8]}, c = __builtin_shuffle(a, last, next);
+            const int32_t c0 = (int32_t)(2 * ow - 1);
+            const pv4i col = {c0, c0 + 2, c0 + 4, c0 + 6};
+            pv4 m = a;
+            pv4i at = col, take = better4(b, m);
+            m = (pv4)(((pv4i)b & take) | ((pv4i)m & ~take));
+            at = ((col + one) & take) | (at & ~take);
+            take = better4(c, m);
+            m = (pv4)(((pv4i)c & take) | ((pv4i)m & ~take));
+            at = ((col + one + one) & take) | (at & ~take);
+            memcpy(hv + ow, &m, sizeof m);
+            memcpy(hc + ow, &at, sizeof at);
+        }
+    }
+    for (; ow < s->OW; ow++) row_max1(s, r, ow, hv, hc);
+}
+
+/* max pooling with indices (training): the rows' maxima, then the first
+   largest of them down each window */
+static void maxpool_indexed(const pool_job *j, const bn_coef *k, float *y, int32_t *ix, const float *x)
+{
+    const fid_pool2d_shape *s = j->s;
+    float rb[MAXPOOL_ROW_MAX], hv[MAXPOOL_ROW_MAX];
+    int32_t hc[MAXPOOL_ROW_MAX];
+    const size_t W = s->W, OW = s->OW;
+    for (size_t oh = 0; oh < s->OH; oh++, y += OW, ix += OW) {
+        size_t h0, h1;
+        window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+        row_maxima(s, pool_row(j, k, x, h0, rb), y, hc);
+        for (size_t ow = 0; ow < OW; ow++) ix[ow] = (int32_t)(h0 * W) + hc[ow];
+        for (size_t h = h0 + 1; h < h1; h++) {
+            row_maxima(s, pool_row(j, k, x, h, rb), hv, hc);
+            const int32_t base = (int32_t)(h * W);
+            const pv4i vb = {base, base, base, base};
+            size_t ow = 0;
+            for (; ow + 4 <= OW; ow += 4) {
+                pv4 v, m;
+                pv4i c, at;
+                memcpy(&v, hv + ow, sizeof v);
+                memcpy(&m, y + ow, sizeof m);
+                memcpy(&c, hc + ow, sizeof c);
+                memcpy(&at, ix + ow, sizeof at);
+                const pv4i take = better4(v, m);
+                m = (pv4)(((pv4i)v & take) | ((pv4i)m & ~take));
+                at = ((vb + c) & take) | (at & ~take);
+                memcpy(y + ow, &m, sizeof m);
+                memcpy(ix + ow, &at, sizeof at);
+            }
+            for (; ow < OW; ow++)
+                if (better(hv[ow], y[ow])) y[ow] = hv[ow], ix[ow] = base + hc[ow];
+        }
+    }
+}
+
+/* rows too long for the buffers: each window scanned in row-major order */
+static void maxpool_direct(const pool_job *j, const bn_coef *k, float *y, int32_t *ix, const float *x)
+{
+    const fid_pool2d_shape *s = j->s;
+    for (size_t oh = 0; oh < s->OH; oh++) {
+        size_t h0, h1;
+        window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
+        for (size_t ow = 0; ow < s->OW; ow++) {
+            size_t w0, w1;
+            window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
+            size_t best = h0 * s->W + w0;
+            float m = norm(k, x[best]);
+            for (size_t h = h0; h < h1; h++)
+                for (size_t w = w0; w < w1; w++) {
+                    const float v = norm(k, x[h * s->W + w]);
+                    if (better(v, m)) m = v, best = h * s->W + w;
+                }
+            y[oh * s->OW + ow] = m;
+            if (ix) ix[oh * s->OW + ow] = (int32_t)best;
+        }
+    }
+}
+
 static void maxpool_forward_job(void *ctx, size_t p0, size_t p1)
 {
     const pool_job *j = ctx;
     const fid_pool2d_shape *s = j->s;
     const size_t hw = s->H * s->W, ohw = s->OH * s->OW;
-    if (!j->idx && s->W <= MAXPOOL_ROW_MAX) {
-        for (size_t p = p0; p < p1; p++)
-            maxpool_values(s, j->out + plane(s, p, s->out_nstride, ohw), j->in + plane(s, p, s->in_nstride, hw));
-        return;
-    }
     for (size_t p = p0; p < p1; p++) {
         const float *x = j->in + plane(s, p, s->in_nstride, hw);
         float *y = j->out + plane(s, p, s->out_nstride, ohw);
-        int32_t *ix = j->idx ? j->idx + p * ohw : NULL;
-        for (size_t oh = 0; oh < s->OH; oh++) {
-            size_t h0, h1;
-            window(oh, s->stride_h, s->pad_h, s->KH, s->H, &h0, &h1);
-            for (size_t ow = 0; ow < s->OW; ow++) {
-                size_t w0, w1, best;
-                window(ow, s->stride_w, s->pad_w, s->KW, s->W, &w0, &w1);
-                best = h0 * s->W + w0;
-                float m = x[best];
-                /* take v when v > m, or v is the first NaN; written as
-                   selects, not branches, which random data mispredicts */
-                for (size_t h = h0; h < h1; h++)
-                    for (size_t w = w0; w < w1; w++) {
-                        const float v = x[h * s->W + w];
-                        const int take = (v > m) | ((v != v) & (m == m));
-                        m = take ? v : m;
-                        best = take ? h * s->W + w : best;
-                    }
-                y[oh * s->OW + ow] = m;
-                if (ix) ix[oh * s->OW + ow] = (int32_t)best;
-            }
-        }
+        const bn_coef k = coef_of(j, p);
+        if (s->W > MAXPOOL_ROW_MAX || s->OW > MAXPOOL_ROW_MAX)
+            maxpool_direct(j, &k, y, j->idx ? j->idx + p * ohw : NULL, x);
+        else if (j->idx)
+            maxpool_indexed(j, &k, y, j->idx + p * ohw, x);
+        else
+            maxpool_values(j, &k, y, x);
     }
 }
 
@@ -232,10 +343,16 @@ static size_t planes(const fid_pool2d_shape *s)
     return s->N * s->C;
 }
 
+void fid_maxpool2d_forward_bn(float *out, int32_t *idx, const float *in, const fid_pool2d_shape *s,
+                              const fid_bn_eval *bn)
+{
+    pool_job j = {.out = out, .idx = idx, .in = in, .s = s, .bn = bn};
+    fid_pool_for_work(s->pool, planes(s), planes(s) * s->OH * s->OW * s->KH * s->KW, maxpool_forward_job, &j);
+}
+
 void fid_maxpool2d_forward(float *out, int32_t *idx, const float *in, const fid_pool2d_shape *s)
 {
-    pool_job j = {.out = out, .idx = idx, .in = in, .s = s};
-    fid_pool_for_work(s->pool, planes(s), planes(s) * s->OH * s->OW * s->KH * s->KW, maxpool_forward_job, &j);
+    fid_maxpool2d_forward_bn(out, idx, in, s, NULL);
 }
 
 static void maxpool_backward_job(void *ctx, size_t p0, size_t p1)

@@ -135,6 +135,69 @@ describe("nn.max_pool2d", function()
     end
   end)
 
+  -- ties and NaNs on rows of every length around the four-wide loop: the
+  -- first maximum in row-major order wins, a NaN beats every number and the
+  -- first NaN wins (the scan PyTorch makes)
+  it("finds each window's first maximum, or first NaN, as the row-major scan does", function()
+    local g = faceid.Generator(31)
+    local function scan(x, k, s, p)
+      local n, c, h, w = table.unpack(x:size())
+      local oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+      local vals, args = {}, {}
+      for i = 1, n do
+        for ch = 1, c do
+          for a = 1, oh do
+            for b = 1, ow do
+              local m, at
+              for u = 1, k do
+                for v = 1, k do
+                  local yy, xx = (a - 1) * s - p + u, (b - 1) * s - p + v
+                  if yy >= 1 and yy <= h and xx >= 1 and xx <= w then
+                    local val = x:get(i, ch, yy, xx)
+                    if m == nil or val > m or (val ~= val and m == m) then m, at = val, (yy - 1) * w + xx end
+                  end
+                end
+              end
+              vals[#vals + 1], args[#args + 1] = m, at
+            end
+          end
+        end
+      end
+      return vals, args
+    end
+    for _, geo in ipairs({ { 3, 2, 1 }, { 2, 1, 1 }, { 2, 2, 0 } }) do
+      for _, w in ipairs({ 1, 2, 3, 8, 9, 10, 15, 16, 17, 18, 31, 33 }) do
+        local k, s, p = table.unpack(geo)
+        if w + 2 * p >= k then
+          local x = faceid.zeros(2, 2, 5, w)
+          for i = 1, 2 do
+            for ch = 1, 2 do
+              for yy = 1, 5 do
+                for xx = 1, w do
+                  local r = g:random(10)
+                  x:set(i, ch, yy, xx, r == 10 and 0 / 0 or r % 3 - 1)
+                end
+              end
+            end
+          end
+          local y, idx = nn.max_pool2d(x, k, { stride = s, padding = p })
+          local rv, ra = scan(x, k, s, p)
+          local yv, ia = y:contiguous():view(y:numel()), idx:totensor():contiguous():view(y:numel())
+          local what = ("kernel %d stride %d padding %d, width %d"):format(k, s, p, w)
+          for i = 1, #rv do
+            assert.are.equal(ra[i], ia:get(i), what .. ": index " .. i)
+            local v = yv:get(i)
+            if rv[i] ~= rv[i] then
+              assert.is_true(v ~= v, what .. ": NaN " .. i)
+            else
+              assert.are.equal(rv[i], v, what .. ": value " .. i)
+            end
+          end
+        end
+      end
+    end
+  end)
+
   it("refuses a non-boolean indices option", function()
     fails_with("nn.max_pool2d: option indices must be a boolean, got number", nn.max_pool2d, faceid.zeros(1, 1, 2, 2),
       2, { indices = 0 })
