@@ -541,3 +541,8 @@ int fid_densenet_threads(const fid_densenet *net)
 {
     return fid_pool_size(net->pool);
 }
+
+fid_pool *fid_densenet_pool(const fid_densenet *net)
+{
+    return net->pool;
+}

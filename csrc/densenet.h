@@ -117,6 +117,9 @@ int fid_densenet_backward(fid_densenet *net, float *din, const float *dout, size
    reproducible at a given count and differ by rounding between counts. */
 int fid_densenet_set_threads(fid_densenet *net, int nthreads, char *err);
 int fid_densenet_threads(const fid_densenet *net);
+/* the network's thread pool (NULL: one thread), for work over its
+   parameters between passes (an optimizer's step) */
+fid_pool *fid_densenet_pool(const fid_densenet *net);
 /* bytes held in activation arenas now (for summaries and benchmarks) */
 size_t fid_densenet_arena_bytes(const fid_densenet *net);
 

@@ -41,6 +41,7 @@ typedef struct loptim {
     size_t nsegs;
     int from_net;
     int closed;
+    fid_pool *pool;       /* network form: the network's threads, refreshed by bind() */
 } loptim;
 
 /* ---- hyper-parameters ----------------------------------------------------- */
@@ -299,6 +300,7 @@ static void bind(lua_State *L, const char *fname, loptim *u)
         if (lua_pcall(L, 1, 1, 0) != LUA_OK) luaL_error(L, "%s: the network has been closed", fname);
         fid_densenet *net = lua_touserdata(L, -1);
         float *p = fid_densenet_params(net), *g = fid_densenet_grads(net);
+        u->pool = fid_densenet_pool(net);
         for (size_t i = 0; i < u->nsegs; i++) {
             u->segs[i].param = p + u->offsets[i];
             u->segs[i].grad = g + u->offsets[i];
@@ -326,7 +328,8 @@ static int m_step(lua_State *L)
     const char *fname = u->o.kind == FID_OPTIM_ADAM ? "Adam:step" : "SGD:step";
     char err[FID_ERRMAX];
     bind(L, fname, u);
-    if (fid_optim_step(&u->o, u->segs, u->nsegs, err)) return lfid_error(L, fname, err);
+    if (fid_optim_step(&u->o, u->segs, u->nsegs, u->from_net ? u->pool : NULL, err))
+        return lfid_error(L, fname, err);
     return 0;
 }
 

@@ -164,7 +164,35 @@ static void sgd_update(float *p, float *buf, const float *g, size_t n, const fid
     }
 }
 
-int fid_optim_step(fid_optim *o, const fid_param_seg *segs, size_t nsegs, char *err)
+typedef struct step_job {
+    fid_optim *o;
+    const fid_param_seg *segs;
+    size_t nsegs;
+    int64_t t;
+} step_job;
+
+/* values b..e - 1 of the parameters laid end to end */
+static void step_range(void *ctx, size_t b, size_t e)
+{
+    const step_job *j = ctx;
+    const fid_optim *o = j->o;
+    size_t off = 0;
+    for (size_t s = 0; s < j->nsegs && off < e; s++) {
+        const fid_param_seg *sg = &j->segs[s];
+        const size_t lo = b > off ? b - off : 0, hi = e - off < sg->numel ? e - off : sg->numel;
+        if (lo < hi) {
+            const int decay = sg->decay || o->h.decay_all;
+            const size_t at = off + lo, n = hi - lo;
+            if (o->kind == FID_OPTIM_ADAM)
+                adam_update(sg->param + lo, o->m + at, o->v + at, sg->grad + lo, n, &o->h, j->t, decay);
+            else
+                sgd_update(sg->param + lo, o->m + at, sg->grad + lo, n, &o->h, !o->has_buf, decay);
+        }
+        off += sg->numel;
+    }
+}
+
+int fid_optim_step(fid_optim *o, const fid_param_seg *segs, size_t nsegs, fid_pool *pool, char *err)
 {
     size_t total = 0;
     if (fid_optim_check(&o->h, o->kind, err)) return FID_EARG;
@@ -174,18 +202,10 @@ int fid_optim_step(fid_optim *o, const fid_param_seg *segs, size_t nsegs, char *
                  o->numel);
         return FID_EARG;
     }
-    int64_t t = o->step + 1;
-    size_t off = 0;
-    for (size_t s = 0; s < nsegs; s++) {
-        const fid_param_seg *sg = &segs[s];
-        int decay = sg->decay || o->h.decay_all;
-        if (o->kind == FID_OPTIM_ADAM)
-            adam_update(sg->param, o->m + off, o->v + off, sg->grad, sg->numel, &o->h, t, decay);
-        else
-            sgd_update(sg->param, o->m + off, sg->grad, sg->numel, &o->h, !o->has_buf, decay);
-        off += sg->numel;
-    }
-    o->step = t;
+    step_job j = {.o = o, .segs = segs, .nsegs = nsegs, .t = o->step + 1};
+    /* every value's update is its own: any split gives the same bits */
+    fid_pool_for_work(pool, total, 4 * total, step_range, &j);
+    o->step = j.t;
     if (o->kind == FID_OPTIM_SGD && o->h.momentum != 0.0) o->has_buf = 1;
     return FID_OK;
 }

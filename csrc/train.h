@@ -18,6 +18,7 @@
 #define FACEID_TRAIN_H
 
 #include "faceid.h"
+#include "parallel.h"
 
 /* ---- contrastive loss (loss.c) ------------------------------------------ */
 
@@ -81,8 +82,9 @@ int fid_optim_init(fid_optim *o, fid_optim_kind kind, const fid_optim_hparams *h
                    char *err);
 void fid_optim_free(fid_optim *o);
 /* one update of every segment (their numel must sum to o->numel) from the
-   gradients as they are; o->step += 1. FID_EARG, nothing changed, when the
+   gradients as they are; o->step += 1, split over the pool's threads (NULL:
+   serial; the same bits either way). FID_EARG, nothing changed, when the
    hyper-parameters are invalid or the segments do not match. */
-int fid_optim_step(fid_optim *o, const fid_param_seg *segs, size_t nsegs, char *err);
+int fid_optim_step(fid_optim *o, const fid_param_seg *segs, size_t nsegs, fid_pool *pool, char *err);
 
 #endif

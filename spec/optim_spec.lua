@@ -227,6 +227,32 @@ describe("optimizer hyper-parameters", function()
       "decay_all=false; 1 parameters in 1 tensors, step 0%)$", tostring(faceid.SGD({ e })))
   end)
 
+  -- over a network the step is split over its threads (densenet121: enough
+  -- values to pass the pool's grain); every value's update is its own, so
+  -- the bits are those of one thread
+  it("steps a network on its threads as it steps the same values serially", function()
+    for _, kind in ipairs({ "Adam", "SGD" }) do
+      local net = faceid.DenseNet.densenet121({ embedding = 8, input = 32 })
+      assert.are.equal(3, net:threads(3))
+      local g, list = faceid.Generator(3), {}
+      for i, p in ipairs(net:parameters()) do
+        p.grad:copy(faceid.randn(g, p.grad:size()))
+        list[i] = { param = p.param:clone(), grad = p.grad:clone() }
+      end
+      local opts = kind == "Adam" and { lr = 0.01, weight_decay = 0.1, decay_all = true } or
+        { lr = 0.01, momentum = 0.9, weight_decay = 0.1, decay_all = true }
+      local on_net, serial = faceid[kind](net, opts), faceid[kind](list, opts)
+      for _ = 1, 3 do
+        on_net:step()
+        serial:step()
+      end
+      for i, p in ipairs(net:parameters()) do
+        assert.is_true(p.param:equal(list[i].param), kind .. " " .. p.name)
+      end
+      net:close()
+    end
+  end)
+
   it("accepts net:parameters() as a list", function()
     local net = faceid.DenseNet(small_cfg)
     local opt = faceid.Adam(net:parameters())
