@@ -54,8 +54,7 @@ void fid_gemm_pool(fid_pool *pool, int transa, int transb, size_t M, size_t N, s
         fid_gemm(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    const int blas_threads = openblas_get_num_threads();
-    if (blas_threads != 1) openblas_set_num_threads(1);
+    const int held = fid_blas_hold();
     gemm_job j = {.ta = transa, .tb = transb, .M = M, .N = N, .K = K, .alpha = alpha, .beta = beta,
                   .A = A, .B = B, .lda = lda, .ldb = ldb, .ldc = ldc, .C = C};
     /* the panel grid depends on the shape alone, never on the thread count:
@@ -70,7 +69,7 @@ void fid_gemm_pool(fid_pool *pool, int transa, int transb, size_t M, size_t N, s
         fid_gemm(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else
         fid_pool_for(pool, parts, gemm_part, &j);
-    if (blas_threads != 1) openblas_set_num_threads(blas_threads);
+    fid_blas_release(held);
 }
 
 void fid_gemm_naive(int transa, int transb, size_t M, size_t N, size_t K, float alpha,
@@ -141,4 +140,16 @@ void fid_set_num_threads(int n)
 int fid_get_num_threads(void)
 {
     return openblas_get_num_threads();
+}
+
+int fid_blas_hold(void)
+{
+    const int n = openblas_get_num_threads();
+    if (n != 1) openblas_set_num_threads(1);
+    return n;
+}
+
+void fid_blas_release(int held)
+{
+    if (held != 1) openblas_set_num_threads(held);
 }

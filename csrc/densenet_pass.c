@@ -538,10 +538,9 @@ static int run_split(fid_densenet *net, pass_job *j)
     sp.lo[sp.parts] = j->n;
     fid_barrier_init(&sp.bar, sp.parts);
     j->split = &sp;
-    const int blas_threads = fid_get_num_threads();
-    if (blas_threads != 1) fid_set_num_threads(1);
+    const int held = fid_blas_hold();
     const int rc = fid_pool_for_all(net->pool, train_part, j);
-    if (blas_threads != 1) fid_set_num_threads(blas_threads);
+    fid_blas_release(held);
     return rc;
 }
 
@@ -572,10 +571,9 @@ int fid_densenet_forward(fid_densenet *net, float *out, const float *in, size_t 
     } else {
         /* evaluation: images are independent, so each thread runs the whole
            network on its share with serial kernels and single-threaded BLAS */
-        const int blas_threads = fid_get_num_threads();
-        if (blas_threads != 1) fid_set_num_threads(1);
+        const int held = fid_blas_hold();
         fid_pool_for(net->pool, parts, eval_part, &j);
-        if (blas_threads != 1) fid_set_num_threads(blas_threads);
+        fid_blas_release(held);
     }
     if (tr) {
         net->batches++;

@@ -140,5 +140,10 @@ int fid_tensor_matmul(fid_tensor *out, const fid_tensor *a, const fid_tensor *b,
                       int naive, char *err);
 void fid_set_num_threads(int n);
 int fid_get_num_threads(void);
+/* BLAS held at one thread while the caller's own threads each make
+   single-threaded BLAS calls (so the two sets never compete for the
+   cores): fid_blas_hold returns what fid_blas_release restores */
+int fid_blas_hold(void);
+void fid_blas_release(int held);
 
 #endif

@@ -459,18 +459,11 @@ static void product_job(void *ctx, size_t x0, size_t x1)
 }
 
 /* The pool threads the products, each a single-threaded BLAS call: BLAS
-   is held at one thread meanwhile (hold_blas returns what release_blas
-   restores). Without a pool the products run in turn, threaded by BLAS. */
+   is held at one thread meanwhile (what fid_blas_release restores, or 1).
+   Without a pool the products run in turn, threaded by BLAS. */
 static int hold_blas(const fid_conv2d_shape *s)
 {
-    const int n = fid_pool_size(s->pool) > 1 ? fid_get_num_threads() : 1;
-    if (n != 1) fid_set_num_threads(1);
-    return n;
-}
-
-static void release_blas(int n)
-{
-    if (n != 1) fid_set_num_threads(n);
+    return fid_pool_size(s->pool) > 1 ? fid_blas_hold() : 1;
 }
 
 static void run_products(const fid_conv2d_shape *s, size_t xs, fid_pool_fn fn, wino_job *j)
@@ -497,7 +490,7 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
         run_products(s, xs, product_job, &j);
         fid_pool_for_work(s->pool, s->OC, xs * s->OC * nt, output_job, &j);
     }
-    release_blas(blas_threads);
+    fid_blas_release(blas_threads);
 }
 
 /* ---- weight gradient -----------------------------------------------------
@@ -574,7 +567,7 @@ void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, con
         fid_pool_for_work(s->pool, s->OC, 16 * s->OC * nt, grad_output_job, &j);
         run_products(s, 16, grad_product_job, &j);
     }
-    release_blas(blas_threads);
+    fid_blas_release(blas_threads);
     /* dw += G^T dU G, kernel by kernel */
     const double(*G)[3] = G2;
     for (size_t o = 0; o < s->OC; o++)
