@@ -1,9 +1,9 @@
-/* safetensors.c - the safetensors format: dtype conversions, a strict JSON
- * header parser with validation, a reader that decodes tensors on demand,
- * and an atomic writer. The format and the guarantees are described in
+/* safetensors.c - the safetensors format: dtype conversions, a reader that
+ * decodes tensors on demand, and an atomic writer (the header's JSON parser
+ * is safetensors_header.c). The format and the guarantees are described in
  * safetensors.h.
  */
-#include "safetensors.h"
+#include "safetensors_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,14 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifdef __GNUC__
-#define PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define PRINTF(f, a)
-#endif
-
-/* writes the message and returns rc, so refusals are one line */
-static int PRINTF(3, 4) fail(char *err, int rc, const char *fmt, ...)
+int fid_st_fail(char *err, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -29,8 +22,6 @@ static int PRINTF(3, 4) fail(char *err, int rc, const char *fmt, ...)
     va_end(ap);
     return rc;
 }
-
-typedef unsigned long long ull; /* for printf: uint64_t has no portable C99 format here */
 
 /* ---- dtypes ------------------------------------------------------------ */
 
@@ -44,10 +35,6 @@ static const struct {
     [FID_ST_U32] = {"U32", 4}, [FID_ST_U16] = {"U16", 2}, [FID_ST_U8] = {"U8", 1},
     [FID_ST_BOOL] = {"BOOL", 1},
 };
-
-/* in the format but not convertible here: named as such in messages */
-static const char *const unsupported[] = {"F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2",
-                                          "F4", "C64", NULL};
 
 const char *fid_st_dtype_name(int dtype)
 {
@@ -187,45 +174,8 @@ size_t fid_st_encode(unsigned char *dst, float v, int dtype)
 
 /* ---- strings ------------------------------------------------------------ */
 
-/* length of the UTF-8 sequence at p (1..4), 0 when invalid: overlong forms,
-   surrogates and code points above U+10FFFF are invalid */
-static size_t utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned c = p[0];
-    size_t n;
-    uint32_t cp, min;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1f, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0f, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07, min = 0x10000;
-    else return 0;
-    if (avail < n) return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : n;
-}
-
-static int utf8_valid(fid_st_str s)
-{
-    const unsigned char *p = (const unsigned char *)s.s;
-    for (size_t i = 0, n; i < s.len; i += n)
-        if ((n = utf8_seq(p + i, s.len - i)) == 0) return 0;
-    return 1;
-}
-
-static char *put_utf8(char *d, uint32_t cp)
-{
-    static const unsigned char lead[] = {0, 0, 0xc0, 0xe0, 0xf0};
-    int n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
-    for (int i = n - 1; i > 0; i--, cp >>= 6) d[i] = (char)(0x80 | (cp & 0x3f));
-    d[0] = (char)(lead[n] | cp);
-    return d + n;
-}
-
 /* a printable, bounded copy of a name for messages */
-static const char *show(char *buf, size_t cap, fid_st_str s)
+const char *fid_st_show(char *buf, size_t cap, fid_st_str s)
 {
     size_t o = 0, lim = cap - 4;
     for (size_t i = 0; i < s.len && o < lim; i++) {
@@ -242,402 +192,34 @@ static const char *show(char *buf, size_t cap, fid_st_str s)
     return buf;
 }
 
-static int str_eq(fid_st_str a, const char *b)
+int fid_st_str_eq(fid_st_str a, const char *b)
 {
     return a.len == strlen(b) && memcmp(a.s, b, a.len) == 0;
 }
 
-static int str_cmp(fid_st_str a, fid_st_str b)
+int fid_st_str_cmp(fid_st_str a, fid_st_str b)
 {
     int c = memcmp(a.s, b.s, a.len < b.len ? a.len : b.len);
     return c ? c : (a.len > b.len) - (a.len < b.len);
 }
 
-/* ---- JSON header parser --------------------------------------------------- */
-
-#define JSON_DEPTH 32 /* nesting allowed inside skipped values */
-
-typedef struct jp {
-    const unsigned char *p, *start, *end;
-    char *arena;          /* decoded strings: a raw string is never shorter than its decoding + NUL */
-    size_t used;
-    const fid_st_str *in; /* the tensor being parsed, for messages */
-    char *err;
-} jp;
-
-static int PRINTF(2, 3) jfail(jp *j, const char *fmt, ...)
+int fid_st_by_key(const void *a, const void *b)
 {
-    char what[160], name[72];
-    size_t at = (size_t)(j->p - j->start);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    if (j->in)
-        return fail(j->err, FID_EFORMAT, "tensor '%s': %s (header byte %zu)", show(name, sizeof name, *j->in),
-                    what, at);
-    return fail(j->err, FID_EFORMAT, "invalid header: %s (header byte %zu)", what, at);
-}
-
-static void ws(jp *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
-}
-
-/* skips white space, then tells whether c is next */
-static int peek(jp *j, int c)
-{
-    ws(j);
-    return j->p < j->end && *j->p == c;
-}
-
-/* skips white space, then consumes c if it is next */
-static int accept(jp *j, int c)
-{
-    return peek(j, c) ? (j->p++, 1) : 0;
-}
-
-static int hex4(jp *j, uint32_t *v)
-{
-    *v = 0;
-    if (j->end - j->p < 4) return 0;
-    for (int i = 0; i < 4; i++) {
-        int c = *j->p++;
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0) return 0;
-        *v = *v << 4 | (uint32_t)d;
-    }
-    return 1;
-}
-
-static int jstring(jp *j, fid_st_str *out)
-{
-    static const char esc_in[] = "\"\\/bfnrt", esc_out[] = "\"\\/\b\f\n\r\t";
-    char *dst = j->arena + j->used, *d = dst;
-    uint32_t cp, lo;
-    if (!accept(j, '"')) return jfail(j, "expected a string");
-    for (;;) {
-        if (j->p >= j->end) return jfail(j, "unterminated string");
-        unsigned c = *j->p;
-        if (c == '"') break;
-        if (c < 0x20) return jfail(j, "control character in a string");
-        if (c != '\\') {
-            size_t n = utf8_seq(j->p, (size_t)(j->end - j->p));
-            if (!n) return jfail(j, "invalid UTF-8 in a string");
-            memcpy(d, j->p, n);
-            d += n;
-            j->p += n;
-            continue;
-        }
-        if (++j->p >= j->end) return jfail(j, "unterminated string");
-        const char *esc = *j->p ? strchr(esc_in, *j->p) : NULL;
-        j->p++;
-        if (esc) {
-            *d++ = esc_out[esc - esc_in];
-            continue;
-        }
-        if (j->p[-1] != 'u') return jfail(j, "invalid escape in a string");
-        if (!hex4(j, &cp)) return jfail(j, "invalid \\u escape");
-        if (cp >= 0xdc00 && cp <= 0xdfff) return jfail(j, "unpaired surrogate in a \\u escape");
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
-                return jfail(j, "unpaired surrogate in a \\u escape");
-            j->p += 2;
-            if (!hex4(j, &lo) || lo < 0xdc00 || lo > 0xdfff)
-                return jfail(j, "unpaired surrogate in a \\u escape");
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        }
-        d = put_utf8(d, cp);
-    }
-    j->p++;
-    *d = '\0';
-    out->s = dst;
-    out->len = (size_t)(d - dst);
-    j->used += out->len + 1;
-    return FID_OK;
-}
-
-static int is_digit(const jp *j, const unsigned char *q)
-{
-    return q < j->end && *q >= '0' && *q <= '9';
-}
-
-/* a non-negative JSON integer that fits in 64 bits */
-static int juint(jp *j, uint64_t *v, const char *what)
-{
-    *v = 0;
-    if (peek(j, '-')) return jfail(j, "%s must be non-negative", what);
-    if (!is_digit(j, j->p)) return jfail(j, "%s must be an integer", what);
-    if (*j->p == '0' && is_digit(j, j->p + 1)) return jfail(j, "leading zero in a number");
-    while (is_digit(j, j->p)) {
-        unsigned dgt = *j->p++ - '0';
-        if (*v > (UINT64_MAX - dgt) / 10) return jfail(j, "%s is too large", what);
-        *v = *v * 10 + dgt;
-    }
-    if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E'))
-        return jfail(j, "%s must be an integer", what);
-    return FID_OK;
-}
-
-static int jliteral(jp *j, const char *lit)
-{
-    size_t n = strlen(lit);
-    if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0) return jfail(j, "invalid literal");
-    j->p += n;
-    return FID_OK;
-}
-
-/* any JSON value, validated and dropped (unknown keys of an entry) */
-static int jskip(jp *j, int depth)
-{
-    fid_st_str s;
-    if (depth > JSON_DEPTH) return jfail(j, "nested too deeply");
-    if (accept(j, '{')) {
-        if (accept(j, '}')) return FID_OK;
-        do {
-            if (jstring(j, &s)) return FID_EFORMAT;
-            if (!accept(j, ':')) return jfail(j, "expected ':'");
-            if (jskip(j, depth + 1)) return FID_EFORMAT;
-        } while (accept(j, ','));
-        return accept(j, '}') ? FID_OK : jfail(j, "expected ',' or '}'");
-    }
-    if (accept(j, '[')) {
-        if (accept(j, ']')) return FID_OK;
-        do {
-            if (jskip(j, depth + 1)) return FID_EFORMAT;
-        } while (accept(j, ','));
-        return accept(j, ']') ? FID_OK : jfail(j, "expected ',' or ']'");
-    }
-    if (peek(j, '"')) return jstring(j, &s);
-    if (peek(j, 't')) return jliteral(j, "true");
-    if (peek(j, 'f')) return jliteral(j, "false");
-    if (peek(j, 'n')) return jliteral(j, "null");
-    /* number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
-    accept(j, '-');
-    if (!is_digit(j, j->p)) return jfail(j, j->p < j->end ? "unexpected character" : "expected a value");
-    if (*j->p == '0') j->p++;
-    while (is_digit(j, j->p)) j->p++;
-    if (j->p < j->end && *j->p == '.') {
-        if (!is_digit(j, ++j->p)) return jfail(j, "invalid number");
-        while (is_digit(j, j->p)) j->p++;
-    }
-    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
-        if (++j->p < j->end && (*j->p == '+' || *j->p == '-')) j->p++;
-        if (!is_digit(j, j->p)) return jfail(j, "invalid number");
-        while (is_digit(j, j->p)) j->p++;
-    }
-    return FID_OK;
-}
-
-/* {"dtype": ..., "shape": [...], "data_offsets": [b, e]}; other keys skipped */
-static int jentry(jp *j, fid_st_entry *e)
-{
-    enum { DTYPE = 1, SHAPE = 2, OFFSETS = 4 };
-    int seen = 0, bit;
-    fid_st_str key, dt;
-    uint64_t dim;
-    char shown[40];
-    if (!accept(j, '{')) return jfail(j, "expected an object");
-    if (accept(j, '}')) return jfail(j, "missing \"dtype\", \"shape\" and \"data_offsets\"");
-    do {
-        if (jstring(j, &key)) return FID_EFORMAT;
-        bit = str_eq(key, "dtype") ? DTYPE : str_eq(key, "shape") ? SHAPE
-              : str_eq(key, "data_offsets") ? OFFSETS : 0;
-        if (bit & seen) return jfail(j, "duplicate key \"%s\"", key.s);
-        seen |= bit;
-        if (!accept(j, ':')) return jfail(j, "expected ':'");
-        if (bit == DTYPE) {
-            if (jstring(j, &dt)) return FID_EFORMAT;
-            if ((e->dtype = fid_st_dtype_find(dt.s, dt.len)) < 0) {
-                int known = 0;
-                for (int i = 0; unsupported[i]; i++) known |= str_eq(dt, unsupported[i]);
-                return jfail(j, "%s dtype '%s'", known ? "unsupported" : "unknown", show(shown, sizeof shown, dt));
-            }
-        } else if (bit == SHAPE) {
-            if (!accept(j, '[')) return jfail(j, "\"shape\" must be an array of integers");
-            e->ndim = 0;
-            if (!accept(j, ']')) {
-                do {
-                    if (e->ndim == FID_MAXDIM) return jfail(j, "more than %d dimensions", FID_MAXDIM);
-                    if (juint(j, &dim, "a dimension")) return FID_EFORMAT;
-                    if (dim == 0) return jfail(j, "a dimension is 0 (faceid tensors cannot be empty)");
-                    if (dim > SIZE_MAX) return jfail(j, "a dimension is too large");
-                    e->size[e->ndim++] = (size_t)dim;
-                } while (accept(j, ','));
-                if (!accept(j, ']')) return jfail(j, "expected ',' or ']' in \"shape\"");
-            }
-        } else if (bit == OFFSETS) {
-            if (!accept(j, '[')) return jfail(j, "\"data_offsets\" must be an array of two integers");
-            if (juint(j, &e->begin, "a data offset")) return FID_EFORMAT;
-            if (!accept(j, ',')) return jfail(j, "\"data_offsets\" must hold two integers");
-            if (juint(j, &e->end, "a data offset")) return FID_EFORMAT;
-            if (!accept(j, ']')) return jfail(j, "\"data_offsets\" must hold two integers");
-        } else if (jskip(j, 1)) {
-            return FID_EFORMAT;
-        }
-    } while (accept(j, ','));
-    if (!accept(j, '}')) return jfail(j, "expected ',' or '}'");
-    if (!(seen & DTYPE)) return jfail(j, "missing \"dtype\"");
-    if (!(seen & SHAPE)) return jfail(j, "missing \"shape\"");
-    if (!(seen & OFFSETS)) return jfail(j, "missing \"data_offsets\"");
-    return FID_OK;
-}
-
-/* sizes and offsets of a parsed entry against the data section */
-static int check_entry(fid_st_entry *e, uint64_t data_len, char *err)
-{
-    char name[72], shape[96];
-    uint64_t numel = 1, w = fid_st_dtype_size(e->dtype), need;
-    show(name, sizeof name, e->name);
-    if (e->ndim == 0) e->size[0] = 1, e->ndim = 1; /* a scalar */
-    for (int d = e->ndim; d < FID_MAXDIM; d++) e->size[d] = 1;
-    fid_shape_str(shape, sizeof shape, e->ndim, e->size);
-    for (int d = 0; d < e->ndim; d++) {
-        if (numel > UINT64_MAX / e->size[d]) numel = UINT64_MAX; /* saturate: refused below */
-        else numel *= e->size[d];
-    }
-    if (numel > UINT64_MAX / w || numel > SIZE_MAX / sizeof(float))
-        return fail(err, FID_EFORMAT, "tensor '%s': shape %s is too large", name, shape);
-    need = numel * w;
-    e->numel = (size_t)numel;
-    if (e->begin > e->end)
-        return fail(err, FID_EFORMAT, "tensor '%s': data_offsets [%llu, %llu] are reversed", name,
-                    (ull)e->begin, (ull)e->end);
-    if (e->end - e->begin != need)
-        return fail(err, FID_EFORMAT, "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s needs %llu",
-                    name, (ull)e->begin, (ull)e->end, (ull)(e->end - e->begin), fid_st_dtype_name(e->dtype),
-                    shape, (ull)need);
-    if (e->end > data_len)
-        return fail(err, FID_EFORMAT, "tensor '%s': data_offsets [%llu, %llu] run past the %llu-byte data section",
-                    name, (ull)e->begin, (ull)e->end, (ull)data_len);
-    return FID_OK;
-}
-
-static int by_name(const void *a, const void *b)
-{
-    return str_cmp(((const fid_st_entry *)a)->name, ((const fid_st_entry *)b)->name);
-}
-
-static int by_begin(const void *a, const void *b)
-{
-    uint64_t x = ((const fid_st_entry *)a)->begin, y = ((const fid_st_entry *)b)->begin;
-    return (x > y) - (x < y);
-}
-
-static int by_key(const void *a, const void *b)
-{
-    return str_cmp(((const fid_st_kv *)a)->key, ((const fid_st_kv *)b)->key);
-}
-
-/* a zeroed new last slot of a growing array, NULL when out of memory */
-static void *grow(void **arr, size_t *cap, size_t n, size_t elem)
-{
-    if (n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 16;
-        void *p = nc <= SIZE_MAX / elem ? realloc(*arr, nc * elem) : NULL;
-        if (!p) return NULL;
-        *arr = p;
-        *cap = nc;
-    }
-    return memset((char *)*arr + n * elem, 0, elem);
-}
-
-static int jmetadata(jp *j, fid_st_header *h, size_t *cap)
-{
-    fid_st_kv *kv;
-    if (peek(j, 'n')) return jliteral(j, "null");
-    if (!accept(j, '{')) return jfail(j, "\"__metadata__\" must be an object");
-    if (accept(j, '}')) return FID_OK;
-    do {
-        if (!(kv = grow((void **)&h->meta, cap, h->nmeta, sizeof *kv)))
-            return fail(j->err, FID_ENOMEM, "out of memory reading the header");
-        if (jstring(j, &kv->key)) return FID_EFORMAT;
-        if (!accept(j, ':')) return jfail(j, "expected ':'");
-        if (!peek(j, '"')) return jfail(j, "\"__metadata__\" values must be strings");
-        if (jstring(j, &kv->value)) return FID_EFORMAT;
-        h->nmeta++;
-    } while (accept(j, ','));
-    return accept(j, '}') ? FID_OK : jfail(j, "expected ',' or '}'");
-}
-
-static int parse_header(fid_st_header *h, jp *j, uint64_t data_len)
-{
-    size_t cap = 0, mcap = 0;
-    int seen_meta = 0, rc;
-    fid_st_str key;
-    char a[72], b[72];
-    if (!accept(j, '{')) return jfail(j, "expected '{' at the start");
-    if (!accept(j, '}')) {
-        do {
-            if (jstring(j, &key)) return FID_EFORMAT;
-            if (!accept(j, ':')) return jfail(j, "expected ':'");
-            if (str_eq(key, "__metadata__")) {
-                if (seen_meta++) return jfail(j, "duplicate \"__metadata__\"");
-                if ((rc = jmetadata(j, h, &mcap))) return rc;
-                continue;
-            }
-            fid_st_entry *e = grow((void **)&h->entry, &cap, h->n, sizeof *e);
-            if (!e) return fail(j->err, FID_ENOMEM, "out of memory reading the header");
-            e->name = key;
-            h->n++;
-            j->in = &e->name;
-            if (jentry(j, e) || check_entry(e, data_len, j->err)) return FID_EFORMAT;
-            j->in = NULL;
-        } while (accept(j, ','));
-        if (!accept(j, '}')) return jfail(j, "expected ',' or '}'");
-    }
-    ws(j);
-    if (j->p != j->end) return jfail(j, "unexpected bytes after the header object");
-    if (h->n > 1) qsort(h->entry, h->n, sizeof *h->entry, by_name);
-    for (size_t i = 1; i < h->n; i++)
-        if (str_cmp(h->entry[i - 1].name, h->entry[i].name) == 0)
-            return fail(j->err, FID_EFORMAT, "duplicate tensor name '%s'", show(a, sizeof a, h->entry[i].name));
-    if (h->n > 1) qsort(h->entry, h->n, sizeof *h->entry, by_begin);
-    for (size_t i = 1; i < h->n; i++)
-        if (h->entry[i - 1].end > h->entry[i].begin)
-            return fail(j->err, FID_EFORMAT, "tensors '%s' and '%s' overlap in the data section",
-                        show(a, sizeof a, h->entry[i - 1].name), show(b, sizeof b, h->entry[i].name));
-    if (h->nmeta > 1) qsort(h->meta, h->nmeta, sizeof *h->meta, by_key);
-    for (size_t i = 1; i < h->nmeta; i++)
-        if (str_cmp(h->meta[i - 1].key, h->meta[i].key) == 0)
-            return fail(j->err, FID_EFORMAT, "duplicate \"__metadata__\" key '%s'",
-                        show(a, sizeof a, h->meta[i].key));
-    return FID_OK;
-}
-
-void fid_st_header_free(fid_st_header *h)
-{
-    free(h->entry);
-    free(h->meta);
-    free(h->arena);
-    memset(h, 0, sizeof *h);
-}
-
-int fid_st_parse_header(fid_st_header *h, const char *json, size_t len, uint64_t data_len, char *err)
-{
-    int rc;
-    memset(h, 0, sizeof *h);
-    if (!(h->arena = malloc(len + 1)))
-        return fail(err, FID_ENOMEM, "cannot allocate %zu bytes for the header", len + 1);
-    jp j = {(const unsigned char *)json, (const unsigned char *)json, (const unsigned char *)json + len,
-            h->arena, 0, NULL, err};
-    if ((rc = parse_header(h, &j, data_len))) fid_st_header_free(h);
-    return rc;
+    return fid_st_str_cmp(((const fid_st_kv *)a)->key, ((const fid_st_kv *)b)->key);
 }
 
 /* the 8-byte length prefix against the `total` bytes of the file */
 static int check_prefix(uint64_t *hlen, const unsigned char *p, uint64_t total, char *err)
 {
     if (total < 8)
-        return fail(err, FID_EFORMAT, "%llu bytes is too short for a safetensors file (8-byte header length)",
+        return fid_st_fail(err, FID_EFORMAT, "%llu bytes is too short for a safetensors file (8-byte header length)",
                     (ull)total);
     *hlen = load_le(p, 8);
     if (*hlen > FID_ST_HEADER_MAX)
-        return fail(err, FID_EFORMAT, "header length %llu exceeds the limit of %u bytes", (ull)*hlen,
+        return fid_st_fail(err, FID_EFORMAT, "header length %llu exceeds the limit of %u bytes", (ull)*hlen,
                     FID_ST_HEADER_MAX);
     if (*hlen > total - 8)
-        return fail(err, FID_EFORMAT, "header length %llu exceeds the %llu bytes that follow it", (ull)*hlen,
+        return fid_st_fail(err, FID_EFORMAT, "header length %llu exceeds the %llu bytes that follow it", (ull)*hlen,
                     (ull)(total - 8));
     return FID_OK;
 }
@@ -664,7 +246,7 @@ void fid_st_close(fid_st_reader *r)
 
 static int read_failed(FILE *f, char *err)
 {
-    return fail(err, FID_EIO, "read failed: %s", ferror(f) ? strerror(errno) : "file shrank while reading");
+    return fid_st_fail(err, FID_EIO, "read failed: %s", ferror(f) ? strerror(errno) : "file shrank while reading");
 }
 
 int fid_st_open(fid_st_reader *r, const char *path, char *err)
@@ -675,15 +257,15 @@ int fid_st_open(fid_st_reader *r, const char *path, char *err)
     char *json = NULL;
     int rc;
     memset(r, 0, sizeof *r);
-    if (!(r->f = fopen(path, "rb"))) return fail(err, FID_EIO, "cannot open: %s", strerror(errno));
+    if (!(r->f = fopen(path, "rb"))) return fid_st_fail(err, FID_EIO, "cannot open: %s", strerror(errno));
     if (fstat(fileno(r->f), &sb) != 0 || !S_ISREG(sb.st_mode))
-        rc = fail(err, FID_EIO, "not a regular file");
+        rc = fid_st_fail(err, FID_EIO, "not a regular file");
     else if (sb.st_size >= 8 && fread(prefix, 1, 8, r->f) != 8)
         rc = read_failed(r->f, err);
     else if ((rc = check_prefix(&hlen, prefix, (uint64_t)sb.st_size, err)))
         ;
     else if (!(json = malloc(hlen ? (size_t)hlen : 1)))
-        rc = fail(err, FID_ENOMEM, "cannot allocate %llu bytes for the header", (ull)hlen);
+        rc = fid_st_fail(err, FID_ENOMEM, "cannot allocate %llu bytes for the header", (ull)hlen);
     else if (fread(json, 1, (size_t)hlen, r->f) != hlen)
         rc = read_failed(r->f, err);
     else {
@@ -699,9 +281,9 @@ int fid_st_read(fid_st_reader *r, const fid_st_entry *e, float *out, char *err)
 {
     unsigned char buf[1 << 14]; /* a multiple of every dtype size */
     size_t w = fid_st_dtype_size(e->dtype), left = e->numel, chunk = sizeof buf / w;
-    if (!r->f) return fail(err, FID_EIO, "file is closed");
+    if (!r->f) return fid_st_fail(err, FID_EIO, "file is closed");
     if (fseeko(r->f, (off_t)(r->data_start + e->begin), SEEK_SET) != 0)
-        return fail(err, FID_EIO, "seek failed: %s", strerror(errno));
+        return fid_st_fail(err, FID_EIO, "seek failed: %s", strerror(errno));
     while (left) {
         size_t n = left < chunk ? left : chunk;
         if (fread(buf, w, n, r->f) != n) return read_failed(r->f, err);
@@ -782,21 +364,21 @@ static int check_item(const fid_st_item *it, char *err)
 {
     char name[72];
     const fid_tensor *t = it->t;
-    show(name, sizeof name, it->name);
-    if (it->name.len == 0) return fail(err, FID_EARG, "tensor names must not be empty");
+    fid_st_show(name, sizeof name, it->name);
+    if (it->name.len == 0) return fid_st_fail(err, FID_EARG, "tensor names must not be empty");
     for (size_t i = 0; i < it->name.len; i++)
         if ((unsigned char)it->name.s[i] < 0x20 || it->name.s[i] == 0x7f)
-            return fail(err, FID_EARG, "tensor name '%s' contains a control character", name);
-    if (!utf8_valid(it->name)) return fail(err, FID_EARG, "tensor name '%s' is not valid UTF-8", name);
-    if (str_eq(it->name, "__metadata__"))
-        return fail(err, FID_EARG, "'__metadata__' is reserved, not a tensor name");
+            return fid_st_fail(err, FID_EARG, "tensor name '%s' contains a control character", name);
+    if (!fid_st_utf8_valid(it->name)) return fid_st_fail(err, FID_EARG, "tensor name '%s' is not valid UTF-8", name);
+    if (fid_st_str_eq(it->name, "__metadata__"))
+        return fid_st_fail(err, FID_EARG, "'__metadata__' is reserved, not a tensor name");
     if (!fid_st_dtype_writable(it->dtype))
-        return fail(err, FID_EARG, "tensor '%s': cannot write dtype %s (F32, F64, F16, BF16 or I64)", name,
+        return fid_st_fail(err, FID_EARG, "tensor '%s': cannot write dtype %s (F32, F64, F16, BF16 or I64)", name,
                     fid_st_dtype_name(it->dtype) ? fid_st_dtype_name(it->dtype) : "?");
     if (!t || !t->data || t->ndim < 1 || t->ndim > FID_MAXDIM || fid_tensor_numel(t) == 0)
-        return fail(err, FID_EARG, "tensor '%s' is empty or closed", name);
+        return fid_st_fail(err, FID_EARG, "tensor '%s' is empty or closed", name);
     if (it->scalar && fid_tensor_numel(t) != 1)
-        return fail(err, FID_EARG, "tensor '%s' has %zu elements and cannot be saved as a scalar", name,
+        return fid_st_fail(err, FID_EARG, "tensor '%s' has %zu elements and cannot be saved as a scalar", name,
                     fid_tensor_numel(t));
     if (it->dtype == FID_ST_I64) {
         walk w = {t, {0}, 0};
@@ -804,7 +386,7 @@ static int check_item(const fid_st_item *it, char *err)
             float v = walk_next(&w);
             /* -2^63 and 2^63 are exact in float; beyond them int64 overflows */
             if (!(v >= -9223372036854775808.0f && v < 9223372036854775808.0f) || v != truncf(v))
-                return fail(err, FID_EARG, "tensor '%s': I64 needs integral values, found %g", name, (double)v);
+                return fid_st_fail(err, FID_EARG, "tensor '%s': I64 needs integral values, found %g", name, (double)v);
         }
     }
     return FID_OK;
@@ -857,9 +439,9 @@ static int build_header(sbuf *b, const fid_st_item *const *order, size_t n, cons
     }
     sb_str(b, "}");
     while (!b->oom && b->len % 8) sb_str(b, " ");
-    if (b->oom) return fail(err, FID_ENOMEM, "out of memory building the header");
+    if (b->oom) return fid_st_fail(err, FID_ENOMEM, "out of memory building the header");
     if (b->len - 8 > FID_ST_HEADER_MAX)
-        return fail(err, FID_EARG, "header of %zu bytes exceeds the limit of %u", b->len - 8, FID_ST_HEADER_MAX);
+        return fid_st_fail(err, FID_EARG, "header of %zu bytes exceeds the limit of %u", b->len - 8, FID_ST_HEADER_MAX);
     store_le((unsigned char *)b->p, (uint64_t)(b->len - 8), 8);
     return FID_OK;
 }
@@ -889,13 +471,13 @@ static int write_file(const char *path, const sbuf *hdr, const fid_st_item *cons
     FILE *f = NULL;
     int fd, e, closed;
     mode_t mask;
-    if (!tmp) return fail(err, FID_ENOMEM, "out of memory");
+    if (!tmp) return fid_st_fail(err, FID_ENOMEM, "out of memory");
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmpXXXXXX", 11);
     if ((fd = mkstemp(tmp)) < 0) {
         e = errno;
         free(tmp);
-        return fail(err, FID_EIO, "%s failed: %s", step, strerror(e));
+        return fid_st_fail(err, FID_EIO, "%s failed: %s", step, strerror(e));
     }
     /* mkstemp makes the file 0600; give it the mode a plain fopen would.
        umask can only be read by setting it: Lua is single-threaded here */
@@ -926,12 +508,12 @@ undo:
     else if (fd >= 0) close(fd);
     unlink(tmp);
     free(tmp);
-    return fail(err, FID_EIO, "%s failed: %s", step, strerror(e));
+    return fid_st_fail(err, FID_EIO, "%s failed: %s", step, strerror(e));
 }
 
 static int by_item_name(const void *a, const void *b)
 {
-    return str_cmp((*(const fid_st_item *const *)a)->name, (*(const fid_st_item *const *)b)->name);
+    return fid_st_str_cmp((*(const fid_st_item *const *)a)->name, (*(const fid_st_item *const *)b)->name);
 }
 
 int fid_st_save(const char *path, const fid_st_item *items, size_t n, const fid_st_kv *meta,
@@ -942,28 +524,28 @@ int fid_st_save(const char *path, const fid_st_item *items, size_t n, const fid_
     sbuf hdr = {0};
     uint64_t total = 0;
     char a[72];
-    int rc = order && ms ? FID_OK : fail(err, FID_ENOMEM, "out of memory");
+    int rc = order && ms ? FID_OK : fid_st_fail(err, FID_ENOMEM, "out of memory");
     for (size_t i = 0; i < n && !rc; i++) {
         if ((rc = check_item(&items[i], err))) break;
         uint64_t bytes = (uint64_t)fid_tensor_numel(items[i].t) * fid_st_dtype_size(items[i].dtype);
-        if (total > UINT64_MAX - bytes) rc = fail(err, FID_EARG, "tensors are too large");
+        if (total > UINT64_MAX - bytes) rc = fid_st_fail(err, FID_EARG, "tensors are too large");
         total += bytes;
         order[i] = &items[i];
     }
     for (size_t i = 0; i < nmeta && !rc; i++)
-        if (!utf8_valid(meta[i].key) || !utf8_valid(meta[i].value))
-            rc = fail(err, FID_EARG, "metadata '%s' is not valid UTF-8", show(a, sizeof a, meta[i].key));
+        if (!fid_st_utf8_valid(meta[i].key) || !fid_st_utf8_valid(meta[i].value))
+            rc = fid_st_fail(err, FID_EARG, "metadata '%s' is not valid UTF-8", fid_st_show(a, sizeof a, meta[i].key));
     if (!rc) {
         if (nmeta) memcpy(ms, meta, nmeta * sizeof *ms);
-        qsort(ms, nmeta, sizeof *ms, by_key);
+        qsort(ms, nmeta, sizeof *ms, fid_st_by_key);
         qsort(order, n, sizeof *order, by_item_name);
     }
     for (size_t i = 1; i < nmeta && !rc; i++)
-        if (str_cmp(ms[i - 1].key, ms[i].key) == 0)
-            rc = fail(err, FID_EARG, "duplicate metadata key '%s'", show(a, sizeof a, ms[i].key));
+        if (fid_st_str_cmp(ms[i - 1].key, ms[i].key) == 0)
+            rc = fid_st_fail(err, FID_EARG, "duplicate metadata key '%s'", fid_st_show(a, sizeof a, ms[i].key));
     for (size_t i = 1; i < n && !rc; i++)
-        if (str_cmp(order[i - 1]->name, order[i]->name) == 0)
-            rc = fail(err, FID_EARG, "duplicate tensor name '%s'", show(a, sizeof a, order[i]->name));
+        if (fid_st_str_cmp(order[i - 1]->name, order[i]->name) == 0)
+            rc = fid_st_fail(err, FID_EARG, "duplicate tensor name '%s'", fid_st_show(a, sizeof a, order[i]->name));
     if (!rc) rc = build_header(&hdr, order, n, ms, nmeta, err);
     if (!rc) rc = write_file(path, &hdr, order, n, err);
     free(hdr.p);
