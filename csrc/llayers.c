@@ -5,12 +5,10 @@
  * overlap inputs, then allocates (outputs, then one workspace) and runs a
  * kernel that cannot fail. Images may be views whose images are dense but
  * spaced by any batch stride (t:narrow(2, c0, C) of a bigger buffer).
- * Max-pool argmax indices live in a "faceid.PoolIndices" userdata. The
- * kernels run on the Lua state's thread pool (set_threads; none: serial),
- * kept in the registry.
+ * The kernels run on the Lua state's thread pool (set_threads; none:
+ * serial), kept in the registry. The pooling functions are in lpool.c.
  */
-#include "lfaceid.h"
-#include "layers.h"
+#include "llayers.h"
 
 #include <lauxlib.h>
 #include <pthread.h>
@@ -20,7 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-#define LFID_INDICES "faceid.PoolIndices"
 #define LFID_POOL "faceid.ThreadPool"   /* the metatable */
 #define LFID_STATE_POOL "faceid.nn.pool" /* the registry key of the state's pool */
 
@@ -32,7 +29,7 @@ typedef struct lpool {
 
 /* the pool of this Lua state, or NULL (serial); stays valid until the next
    set_threads, which cannot run while a kernel does */
-static fid_pool *state_pool(lua_State *L)
+fid_pool *lnn_state_pool(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, LFID_STATE_POOL);
     lpool *u = luaL_testudata(L, -1, LFID_POOL);
@@ -76,7 +73,7 @@ static int l_set_threads(lua_State *L)
 
 static int l_threads(lua_State *L)
 {
-    lua_pushinteger(L, fid_pool_size(state_pool(L)));
+    lua_pushinteger(L, fid_pool_size(lnn_state_pool(L)));
     return 1;
 }
 
@@ -109,7 +106,7 @@ static int l_pool_probe(lua_State *L)
     fid_tensor_fill(chunk, -1.0f);
     pr.seen = seen->data;
     pr.chunk = chunk->data;
-    fid_pool_for(state_pool(L), n, probe_job, &pr);
+    fid_pool_for(lnn_state_pool(L), n, probe_job, &pr);
     lua_pushinteger(L, pr.others);
     return 3;
 }
@@ -125,7 +122,7 @@ static int l_pool_overhead(lua_State *L)
     lua_Integer jobs = luaL_checkinteger(L, 1);
     if (jobs < 1 || jobs > 10000000)
         return luaL_error(L, "nn._pool_overhead: jobs must be 1..10000000, got %I", jobs);
-    fid_pool *p = state_pool(L);
+    fid_pool *p = lnn_state_pool(L);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (lua_Integer i = 0; i < jobs; i++) fid_pool_for(p, (size_t)fid_pool_size(p), nop_job, NULL);
@@ -139,7 +136,7 @@ static int l_pool_overhead(lua_State *L)
 
 /* raise the formatted message at the position of whoever called the
    lua/faceid/nn.lua wrapper (level 1 would be the wrapper itself) */
-static int lerror(lua_State *L, const char *fmt, ...)
+int lnn_error(lua_State *L, const char *fmt, ...)
 {
     va_list ap;
     luaL_where(L, 2);
@@ -156,7 +153,7 @@ static void shape_of(const fid_tensor *t, char *buf, size_t cap)
 }
 
 /* "faceid.Tensor" for our userdata, else the Lua type */
-static const char *type_name(lua_State *L, int idx)
+const char *lnn_type_name(lua_State *L, int idx)
 {
     if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) return lua_tostring(L, -1);
     return luaL_typename(L, idx);
@@ -165,7 +162,7 @@ static const char *type_name(lua_State *L, int idx)
 static fid_tensor *check_tensor(lua_State *L, int idx, const char *fname, const char *what)
 {
     fid_tensor *t = lfid_tensor_test(L, idx);
-    if (!t) lerror(L, "%s: %s must be a faceid.Tensor, got %s", fname, what, type_name(L, idx));
+    if (!t) lnn_error(L, "%s: %s must be a faceid.Tensor, got %s", fname, what, lnn_type_name(L, idx));
     return t;
 }
 
@@ -187,35 +184,35 @@ static size_t batch_layout(lua_State *L, const fid_tensor *t, const char *fname,
     ptrdiff_t dense = 1;
     if (ndim && t->ndim != ndim) {
         shape_of(t, s, sizeof s);
-        lerror(L, "%s: %s must be %d-D %s, got %s (%d-D)", fname, what, ndim, layout_name(ndim), s, t->ndim);
+        lnn_error(L, "%s: %s must be %d-D %s, got %s (%d-D)", fname, what, ndim, layout_name(ndim), s, t->ndim);
     }
     if (t->ndim == 1) {
         if (t->size[0] != 1 && t->stride[0] != 1)
-            lerror(L, "%s: %s must be contiguous (use :contiguous())", fname, what);
+            lnn_error(L, "%s: %s must be contiguous (use :contiguous())", fname, what);
         return t->size[0];
     }
     for (int d = t->ndim - 1; d >= 1; d--) {
         if (t->size[d] != 1 && t->stride[d] != dense)
-            lerror(L, "%s: %s must be dense apart from its batch stride (use :contiguous())", fname, what);
+            lnn_error(L, "%s: %s must be dense apart from its batch stride (use :contiguous())", fname, what);
         dense *= (ptrdiff_t)t->size[d];
     }
     if (t->size[0] == 1) return (size_t)dense;
     if (t->stride[0] < dense)
-        lerror(L, "%s: %s has batch stride %I, less than its image size %I (use :contiguous())", fname,
-               what, (lua_Integer)t->stride[0], (lua_Integer)dense);
+        lnn_error(L, "%s: %s has batch stride %I, less than its image size %I (use :contiguous())", fname,
+                  what, (lua_Integer)t->stride[0], (lua_Integer)dense);
     return (size_t)t->stride[0];
 }
 
-static fid_tensor *check_batch(lua_State *L, int idx, const char *fname, const char *what, int ndim,
-                               size_t *nstride)
+fid_tensor *lnn_check_batch(lua_State *L, int idx, const char *fname, const char *what, int ndim,
+                            size_t *nstride)
 {
     fid_tensor *t = check_tensor(L, idx, fname, what);
     *nstride = batch_layout(L, t, fname, what, ndim);
     return t;
 }
 
-static void expect_shape(lua_State *L, const fid_tensor *t, const char *fname, const char *what, int ndim,
-                         const size_t *size)
+void lnn_expect_shape(lua_State *L, const fid_tensor *t, const char *fname, const char *what, int ndim,
+                      const size_t *size)
 {
     int ok = t->ndim == ndim;
     for (int d = 0; ok && d < ndim; d++) ok = t->size[d] == size[d];
@@ -223,7 +220,7 @@ static void expect_shape(lua_State *L, const fid_tensor *t, const char *fname, c
         char a[64], b[64];
         shape_of(t, a, sizeof a);
         fid_shape_str(b, sizeof b, ndim, size);
-        lerror(L, "%s: %s has shape %s, expected %s", fname, what, a, b);
+        lnn_error(L, "%s: %s has shape %s, expected %s", fname, what, a, b);
     }
 }
 
@@ -232,8 +229,8 @@ static fid_tensor *check_dense(lua_State *L, int idx, const char *fname, const c
                                const size_t *size)
 {
     fid_tensor *t = check_tensor(L, idx, fname, what);
-    if (size) expect_shape(L, t, fname, what, ndim, size);
-    if (!fid_tensor_is_contiguous(t)) lerror(L, "%s: %s must be contiguous (use :contiguous())", fname, what);
+    if (size) lnn_expect_shape(L, t, fname, what, ndim, size);
+    if (!fid_tensor_is_contiguous(t)) lnn_error(L, "%s: %s must be contiguous (use :contiguous())", fname, what);
     return t;
 }
 
@@ -244,21 +241,21 @@ static fid_tensor *opt_dense(lua_State *L, int idx, const char *fname, const cha
 }
 
 /* an optional image-like tensor of the given shape; its batch stride */
-static fid_tensor *opt_batch(lua_State *L, int idx, const char *fname, const char *what, int ndim,
-                             const size_t *size, size_t *nstride)
+fid_tensor *lnn_opt_batch(lua_State *L, int idx, const char *fname, const char *what, int ndim,
+                          const size_t *size, size_t *nstride)
 {
     if (lua_isnoneornil(L, idx)) return NULL;
-    fid_tensor *t = check_batch(L, idx, fname, what, ndim, nstride);
-    expect_shape(L, t, fname, what, ndim, size);
+    fid_tensor *t = lnn_check_batch(L, idx, fname, what, ndim, nstride);
+    lnn_expect_shape(L, t, fname, what, ndim, size);
     return t;
 }
 
-static size_t check_size(lua_State *L, int idx, const char *fname, const char *what, lua_Integer min)
+size_t lnn_check_size(lua_State *L, int idx, const char *fname, const char *what, lua_Integer min)
 {
     int ok;
     lua_Integer v = lua_tointegerx(L, idx, &ok);
     if (!ok || v < min || v > (1 << 30))
-        lerror(L, "%s: %s must be an integer %s, got %s", fname, what, min ? "at least 1" : "at least 0",
+        lnn_error(L, "%s: %s must be an integer %s, got %s", fname, what, min ? "at least 1" : "at least 0",
                    luaL_tolstring(L, idx, NULL));
     return (size_t)v;
 }
@@ -315,19 +312,19 @@ static int same_view(const fid_tensor *a, const fid_tensor *b)
 }
 
 /* ts[0..nout-1] are written: none may overlap another of ts[0..n-1] */
-static void check_disjoint(lua_State *L, const char *fname, int nout, int n, const fid_tensor *const *ts,
-                           const char *const *names)
+void lnn_check_disjoint(lua_State *L, const char *fname, int nout, int n, const fid_tensor *const *ts,
+                        const char *const *names)
 {
     for (int i = 0; i < nout; i++)
         for (int j = 0; j < n; j++)
             if (j != i && overlap(ts[i], ts[j]))
-                lerror(L, "%s: %s overlaps %s (they must be separate memory)", fname, names[i], names[j]);
+                lnn_error(L, "%s: %s overlaps %s (they must be separate memory)", fname, names[i], names[j]);
 }
 
 /* pushes the result: the caller's tensor at idx when t (already checked),
    else a new contiguous one of the given shape */
-static fid_tensor *push_result(lua_State *L, int idx, fid_tensor *t, const char *fname, int ndim,
-                               const size_t *size)
+fid_tensor *lnn_push_result(lua_State *L, int idx, fid_tensor *t, const char *fname, int ndim,
+                            const size_t *size)
 {
     if (t) {
         lua_pushvalue(L, idx);
@@ -338,8 +335,8 @@ static fid_tensor *push_result(lua_State *L, int idx, fid_tensor *t, const char 
 
 /* pushes the gradient to accumulate into: the caller's at idx when t, else
    a new zeroed contiguous one */
-static fid_tensor *push_grad(lua_State *L, int idx, fid_tensor *t, const char *fname, int ndim,
-                             const size_t *size)
+fid_tensor *lnn_push_grad(lua_State *L, int idx, fid_tensor *t, const char *fname, int ndim,
+                          const size_t *size)
 {
     if (t) {
         lua_pushvalue(L, idx);
@@ -354,7 +351,7 @@ static float *alloc_workspace(lua_State *L, const char *fname, size_t n)
 {
     if (n == 0) return NULL;
     float *p = fid_alloc(n);
-    if (!p) lerror(L, "%s: cannot allocate a workspace of %I floats", fname, (lua_Integer)n);
+    if (!p) lnn_error(L, "%s: cannot allocate a workspace of %I floats", fname, (lua_Integer)n);
     return p;
 }
 
@@ -372,32 +369,32 @@ static void conv_shape(lua_State *L, const char *fname, int xi, fid_conv2d_shape
 {
     char err[FID_ERRMAX];
     memset(s, 0, sizeof *s);
-    s->pool = state_pool(L);
-    *x = check_batch(L, xi, fname, "input", 4, &s->in_nstride);
+    s->pool = lnn_state_pool(L);
+    *x = lnn_check_batch(L, xi, fname, "input", 4, &s->in_nstride);
     *w = check_dense(L, xi + 1, fname, "weight", 0, NULL);
     if ((*w)->ndim != 4) {
         char b[64];
         shape_of(*w, b, sizeof b);
-        lerror(L, "%s: weight must be 4-D (out, in, KH, KW), got %s", fname, b);
+        lnn_error(L, "%s: weight must be 4-D (out, in, KH, KW), got %s", fname, b);
     }
     if ((*w)->size[1] != (*x)->size[1]) {
         char a[64];
         shape_of(*x, a, sizeof a);
-        lerror(L, "%s: input %s but weight expects %I channels", fname, a, (lua_Integer)(*w)->size[1]);
+        lnn_error(L, "%s: input %s but weight expects %I channels", fname, a, (lua_Integer)(*w)->size[1]);
     }
     s->N = (*x)->size[0], s->C = (*x)->size[1], s->H = (*x)->size[2], s->W = (*x)->size[3];
     s->OC = (*w)->size[0], s->KH = (*w)->size[2], s->KW = (*w)->size[3];
-    s->stride_h = check_size(L, 4, fname, "stride", 1);
-    s->stride_w = check_size(L, 5, fname, "stride", 1);
-    s->pad_h = check_size(L, 6, fname, "padding", 0);
-    s->pad_w = check_size(L, 7, fname, "padding", 0);
-    if (fid_conv2d_check(s, err)) lerror(L, "%s: %s", fname, err);
+    s->stride_h = lnn_check_size(L, 4, fname, "stride", 1);
+    s->stride_w = lnn_check_size(L, 5, fname, "stride", 1);
+    s->pad_h = lnn_check_size(L, 6, fname, "padding", 0);
+    s->pad_w = lnn_check_size(L, 7, fname, "padding", 0);
+    if (fid_conv2d_check(s, err)) lnn_error(L, "%s: %s", fname, err);
 }
 
 static void conv_recheck(lua_State *L, const char *fname, fid_conv2d_shape *s)
 {
     char err[FID_ERRMAX];
-    if (fid_conv2d_check(s, err)) lerror(L, "%s: %s", fname, err);
+    if (fid_conv2d_check(s, err)) lnn_error(L, "%s: %s", fname, err);
 }
 
 /* the algorithm code at idx (absent: FID_CONV_AUTO); fid_conv2d_check
@@ -408,7 +405,7 @@ static int conv_algo(lua_State *L, int idx, const char *fname)
     if (!lua_isnoneornil(L, idx)) {
         int ok;
         a = lua_tointegerx(L, idx, &ok);
-        if (!ok || a < 0 || a > 3) lerror(L, "%s: unknown convolution algorithm", fname);
+        if (!ok || a < 0 || a > 3) lnn_error(L, "%s: unknown convolution algorithm", fname);
     }
     return (int)a;
 }
@@ -422,12 +419,12 @@ static int conv2d(lua_State *L, const char *fname, int naive)
     s.algo = conv_algo(L, 9, fname);
     size_t osize[4] = {s.N, s.OC, s.OH, s.OW}, bsize[1] = {s.OC};
     const fid_tensor *b = opt_dense(L, 3, fname, "bias", 1, bsize);
-    fid_tensor *y = opt_batch(L, 8, fname, "out", 4, osize, &s.out_nstride);
+    fid_tensor *y = lnn_opt_batch(L, 8, fname, "out", 4, osize, &s.out_nstride);
     const fid_tensor *ts[] = {y, x, w, b};
     const char *names[] = {"out", "the input", "the weight", "the bias"};
-    check_disjoint(L, fname, 1, 4, ts, names);
+    lnn_check_disjoint(L, fname, 1, 4, ts, names);
     conv_recheck(L, fname, &s);
-    y = push_result(L, 8, y, fname, 4, osize);
+    y = lnn_push_result(L, 8, y, fname, 4, osize);
     if (naive) {
         fid_conv2d_forward_naive(y->data, x->data, w->data, data_or_null(b), &s);
     } else {
@@ -451,16 +448,16 @@ static int conv2d_backward(lua_State *L, const char *fname, int naive)
     s.algo = conv_algo(L, 12, fname);
     size_t osize[4] = {s.N, s.OC, s.OH, s.OW}, isize[4] = {s.N, s.C, s.H, s.W};
     size_t wsize[4] = {s.OC, s.C, s.KH, s.KW}, bsize[1] = {s.OC};
-    const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
-    expect_shape(L, dy, fname, "output gradient", 4, osize);
-    fid_tensor *dx = opt_batch(L, 8, fname, "input gradient", 4, isize, &s.din_nstride);
+    const fid_tensor *dy = lnn_check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
+    lnn_expect_shape(L, dy, fname, "output gradient", 4, osize);
+    fid_tensor *dx = lnn_opt_batch(L, 8, fname, "input gradient", 4, isize, &s.din_nstride);
     fid_tensor *dw = opt_dense(L, 9, fname, "weight gradient", 4, wsize);
     fid_tensor *db = opt_dense(L, 10, fname, "bias gradient", 1, bsize);
     s.din_overwrite = lua_toboolean(L, 11);
     const fid_tensor *ts[] = {dx, dw, db, dy, x, w};
     const char *names[] = {"the input gradient", "the weight gradient", "the bias gradient",
                            "the output gradient", "the input", "the weight"};
-    check_disjoint(L, fname, 3, 6, ts, names);
+    lnn_check_disjoint(L, fname, 3, 6, ts, names);
     conv_recheck(L, fname, &s);
     if (naive) {
         fid_conv2d_backward_naive(data_or_null(dx), data_or_null(dw), data_or_null(db), dy->data, x->data,
@@ -487,10 +484,10 @@ static void bn_shape(lua_State *L, const char *fname, const fid_tensor *x, fid_b
 {
     char err[FID_ERRMAX];
     s->N = x->size[0], s->C = x->size[1], s->H = x->size[2], s->W = x->size[3];
-    s->pool = state_pool(L);
+    s->pool = lnn_state_pool(L);
     s->momentum = (float)momentum;
     s->eps = (float)eps;
-    if (fid_batchnorm2d_check(s, err)) lerror(L, "%s: %s", fname, err);
+    if (fid_batchnorm2d_check(s, err)) lnn_error(L, "%s: %s", fname, err);
 }
 
 /* batchnorm2d(x, weight, bias, running_mean, running_var, training, momentum,
@@ -500,7 +497,7 @@ static int l_batchnorm2d(lua_State *L)
     const char *fname = "nn.batchnorm2d";
     fid_batchnorm2d_shape s;
     memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 1, fname, "input", 4, &s.in_nstride);
+    const fid_tensor *x = lnn_check_batch(L, 1, fname, "input", 4, &s.in_nstride);
     size_t csize[1] = {x->size[1]};
     const fid_tensor *g = opt_dense(L, 2, fname, "weight", 1, csize);
     const fid_tensor *b = opt_dense(L, 3, fname, "bias", 1, csize);
@@ -509,21 +506,21 @@ static int l_batchnorm2d(lua_State *L)
     int training = lua_toboolean(L, 6);
     bn_shape(L, fname, x, &s, luaL_checknumber(L, 7), luaL_checknumber(L, 8));
     if (!training && (!rm || !rv))
-        return lerror(L, "%s: eval mode needs running_mean and running_var", fname);
+        return lnn_error(L, "%s: eval mode needs running_mean and running_var", fname);
     if (training && !rm != !rv)
-        return lerror(L, "%s: give both running_mean and running_var, or neither", fname);
+        return lnn_error(L, "%s: give both running_mean and running_var, or neither", fname);
     if (training && s.N * s.H * s.W == 1) {
         char a[64];
         shape_of(x, a, sizeof a);
-        return lerror(L, "%s: training needs more than one value per channel, got input %s", fname, a);
+        return lnn_error(L, "%s: training needs more than one value per channel, got input %s", fname, a);
     }
-    fid_tensor *y = opt_batch(L, 9, fname, "out", 4, x->size, &s.out_nstride);
+    fid_tensor *y = lnn_opt_batch(L, 9, fname, "out", 4, x->size, &s.out_nstride);
     /* out may be the input itself (in place), nothing else may overlap */
     const fid_tensor *ts[] = {y, rm, rv, y && same_view(y, x) ? NULL : x, g, b};
     const char *names[] = {"out", "running_mean", "running_var", "the input", "the weight", "the bias"};
-    check_disjoint(L, fname, 3, 6, ts, names);
+    lnn_check_disjoint(L, fname, 3, 6, ts, names);
     bn_shape(L, fname, x, &s, s.momentum, s.eps);
-    y = push_result(L, 9, y, fname, 4, x->size);
+    y = lnn_push_result(L, 9, y, fname, 4, x->size);
     size_t ssize[2] = {2, s.C};
     fid_tensor *save = lfid_tensor_new(L, fname, 2, ssize);
     s.relu = lua_toboolean(L, 10);
@@ -538,18 +535,18 @@ static int l_batchnorm2d_apply(lua_State *L)
     const char *fname = "nn.batchnorm2d_apply";
     fid_batchnorm2d_shape s;
     memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 1, fname, "input", 4, &s.in_nstride);
+    const fid_tensor *x = lnn_check_batch(L, 1, fname, "input", 4, &s.in_nstride);
     size_t csize[1] = {x->size[1]}, ssize[2] = {2, x->size[1]};
     const fid_tensor *g = opt_dense(L, 2, fname, "weight", 1, csize);
     const fid_tensor *b = opt_dense(L, 3, fname, "bias", 1, csize);
     const fid_tensor *save = check_dense(L, 4, fname, "save", 2, ssize);
-    fid_tensor *y = opt_batch(L, 6, fname, "out", 4, x->size, &s.out_nstride);
+    fid_tensor *y = lnn_opt_batch(L, 6, fname, "out", 4, x->size, &s.out_nstride);
     const fid_tensor *ts[] = {y, y && same_view(y, x) ? NULL : x, g, b, save};
     const char *names[] = {"out", "the input", "the weight", "the bias", "save"};
-    check_disjoint(L, fname, 1, 5, ts, names);
+    lnn_check_disjoint(L, fname, 1, 5, ts, names);
     bn_shape(L, fname, x, &s, 0.1, 1e-5); /* momentum and eps are not used */
     s.relu = lua_toboolean(L, 5);
-    y = push_result(L, 6, y, fname, 4, x->size);
+    y = lnn_push_result(L, 6, y, fname, 4, x->size);
     fid_batchnorm2d_apply(y->data, x->data, save->data, save->data + s.C, data_or_null(g), data_or_null(b), &s);
     return 1;
 }
@@ -561,14 +558,14 @@ static int l_batchnorm2d_backward(lua_State *L)
     const char *fname = lua_toboolean(L, 10) ? "nn.batchnorm2d_relu_backward" : "nn.batchnorm2d_backward";
     fid_batchnorm2d_shape s;
     memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 2, fname, "input", 4, &s.in_nstride);
+    const fid_tensor *x = lnn_check_batch(L, 2, fname, "input", 4, &s.in_nstride);
     size_t csize[1] = {x->size[1]}, ssize[2] = {2, x->size[1]};
-    const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
-    expect_shape(L, dy, fname, "output gradient", 4, x->size);
+    const fid_tensor *dy = lnn_check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
+    lnn_expect_shape(L, dy, fname, "output gradient", 4, x->size);
     const fid_tensor *g = opt_dense(L, 3, fname, "weight", 1, csize);
     const fid_tensor *save = check_dense(L, 4, fname, "save", 2, ssize);
     int training = lua_toboolean(L, 5);
-    fid_tensor *dx = opt_batch(L, 6, fname, "input gradient", 4, x->size, &s.din_nstride);
+    fid_tensor *dx = lnn_opt_batch(L, 6, fname, "input gradient", 4, x->size, &s.din_nstride);
     fid_tensor *dg = opt_dense(L, 7, fname, "weight gradient", 1, csize);
     fid_tensor *db = opt_dense(L, 8, fname, "bias gradient", 1, csize);
     const int relu = lua_toboolean(L, 10);
@@ -582,11 +579,11 @@ static int l_batchnorm2d_backward(lua_State *L)
     const fid_tensor *ts[] = {dx, dg, db, in_place ? NULL : dy, x, g, save, b};
     const char *names[] = {"the input gradient", "the weight gradient", "the bias gradient",
                            "the output gradient", "the input", "the weight", "save", "the bias"};
-    check_disjoint(L, fname, 3, 8, ts, names);
+    lnn_check_disjoint(L, fname, 3, 8, ts, names);
     if (in_place) {
         const fid_tensor *ws[] = {dg, db, dy};
         const char *wn[] = {"the weight gradient", "the bias gradient", "the output gradient"};
-        check_disjoint(L, fname, 2, 3, ws, wn);
+        lnn_check_disjoint(L, fname, 2, 3, ws, wn);
     }
     if (relu)
         fid_batchnorm2d_relu_backward(data_or_null(dx), data_or_null(dg), data_or_null(db), dy->data, x->data,
@@ -605,8 +602,8 @@ static void relu_shape(lua_State *L, const char *fname, const fid_tensor *t, fid
     char err[FID_ERRMAX];
     s->N = t->ndim == 1 ? 1 : t->size[0];
     s->D = fid_tensor_numel(t) / s->N;
-    s->pool = state_pool(L);
-    if (fid_relu_check(s, err)) lerror(L, "%s: %s", fname, err);
+    s->pool = lnn_state_pool(L);
+    if (fid_relu_check(s, err)) lnn_error(L, "%s: %s", fname, err);
 }
 
 /* relu(x, out) -> y; out may be x */
@@ -615,12 +612,12 @@ static int l_relu(lua_State *L)
     const char *fname = "nn.relu";
     fid_relu_shape s;
     memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 1, fname, "input", 0, &s.in_nstride);
-    fid_tensor *y = opt_batch(L, 2, fname, "out", x->ndim, x->size, &s.out_nstride);
+    const fid_tensor *x = lnn_check_batch(L, 1, fname, "input", 0, &s.in_nstride);
+    fid_tensor *y = lnn_opt_batch(L, 2, fname, "out", x->ndim, x->size, &s.out_nstride);
     if (y && !same_view(x, y) && overlap(x, y))
-        return lerror(L, "%s: out overlaps the input (in place needs out == input)", fname);
+        return lnn_error(L, "%s: out overlaps the input (in place needs out == input)", fname);
     relu_shape(L, fname, x, &s);
-    y = push_result(L, 2, y, fname, x->ndim, x->size);
+    y = lnn_push_result(L, 2, y, fname, x->ndim, x->size);
     fid_relu_forward(y->data, x->data, &s);
     return 1;
 }
@@ -631,247 +628,17 @@ static int l_relu_backward(lua_State *L)
     const char *fname = "nn.relu_backward";
     fid_relu_shape s;
     memset(&s, 0, sizeof s);
-    const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 0, &s.dout_nstride);
-    const fid_tensor *y = check_batch(L, 2, fname, "output", dy->ndim, &s.out_nstride);
-    expect_shape(L, y, fname, "output", dy->ndim, dy->size);
-    fid_tensor *dx = opt_batch(L, 3, fname, "input gradient", dy->ndim, dy->size, &s.din_nstride);
+    const fid_tensor *dy = lnn_check_batch(L, 1, fname, "output gradient", 0, &s.dout_nstride);
+    const fid_tensor *y = lnn_check_batch(L, 2, fname, "output", dy->ndim, &s.out_nstride);
+    lnn_expect_shape(L, y, fname, "output", dy->ndim, dy->size);
+    fid_tensor *dx = lnn_opt_batch(L, 3, fname, "input gradient", dy->ndim, dy->size, &s.din_nstride);
     const fid_tensor *ts[] = {dx, dy, y};
     const char *names[] = {"the input gradient", "the output gradient", "the output"};
-    check_disjoint(L, fname, 1, 3, ts, names);
+    lnn_check_disjoint(L, fname, 1, 3, ts, names);
     s.in_nstride = s.din_nstride; /* 0 for a new dx: contiguous */
     relu_shape(L, fname, dy, &s);
-    dx = push_grad(L, 3, dx, fname, dy->ndim, dy->size);
+    dx = lnn_push_grad(L, 3, dx, fname, dy->ndim, dy->size);
     fid_relu_backward(dx->data, dy->data, y->data, &s);
-    return 1;
-}
-
-/* ---- pooling ------------------------------------------------------------ */
-
-typedef struct lindices {
-    fid_pool2d_shape s; /* the forward's shape: N, C, H, W, OH, OW, ... */
-    int32_t *idx;       /* (N, C, OH, OW); NULL until allocated */
-} lindices;
-
-/* args from `first`: kh, kw, sh, sw, ph, pw */
-static void pool_shape(lua_State *L, const char *fname, const fid_tensor *x, int first, fid_pool2d_shape *s)
-{
-    char err[FID_ERRMAX];
-    s->N = x->size[0], s->C = x->size[1], s->H = x->size[2], s->W = x->size[3];
-    s->pool = state_pool(L);
-    s->KH = check_size(L, first, fname, "kernel size", 1);
-    s->KW = check_size(L, first + 1, fname, "kernel size", 1);
-    s->stride_h = check_size(L, first + 2, fname, "stride", 1);
-    s->stride_w = check_size(L, first + 3, fname, "stride", 1);
-    s->pad_h = check_size(L, first + 4, fname, "padding", 0);
-    s->pad_w = check_size(L, first + 5, fname, "padding", 0);
-    if (fid_pool2d_check(s, err)) lerror(L, "%s: %s", fname, err);
-}
-
-static void pool_recheck(lua_State *L, const char *fname, fid_pool2d_shape *s)
-{
-    char err[FID_ERRMAX];
-    if (fid_pool2d_check(s, err)) lerror(L, "%s: %s", fname, err);
-}
-
-/* max_pool2d(x, kh, kw, sh, sw, ph, pw, out) -> y, indices */
-/* max_pool2d(x, kh, kw, sh, sw, ph, pw, out, no_indices) -> y [, indices] */
-static int l_max_pool2d(lua_State *L)
-{
-    const char *fname = "nn.max_pool2d";
-    fid_pool2d_shape s;
-    memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 1, fname, "input", 4, &s.in_nstride);
-    pool_shape(L, fname, x, 2, &s);
-    size_t osize[4] = {s.N, s.C, s.OH, s.OW};
-    fid_tensor *y = opt_batch(L, 8, fname, "out", 4, osize, &s.out_nstride);
-    const fid_tensor *ts[] = {y, x};
-    const char *names[] = {"out", "the input"};
-    check_disjoint(L, fname, 1, 2, ts, names);
-    pool_recheck(L, fname, &s);
-    y = push_result(L, 8, y, fname, 4, osize);
-    if (lua_toboolean(L, 9)) { /* values only */
-        fid_maxpool2d_forward(y->data, NULL, x->data, &s);
-        return 1;
-    }
-    lindices *u = lua_newuserdatauv(L, sizeof *u, 0);
-    memset(u, 0, sizeof *u);
-    luaL_setmetatable(L, LFID_INDICES);
-    u->idx = malloc(s.N * s.C * s.OH * s.OW * sizeof(int32_t));
-    if (!u->idx) return lerror(L, "%s: cannot allocate the indices", fname);
-    u->s = s;
-    u->s.pool = NULL; /* the pool may change before the backward */
-    fid_maxpool2d_forward(y->data, u->idx, x->data, &s);
-    return 2;
-}
-
-static lindices *check_indices(lua_State *L, int idx, const char *fname)
-{
-    lindices *u = luaL_testudata(L, idx, LFID_INDICES);
-    if (!u) lerror(L, "%s: indices must be the faceid.PoolIndices of max_pool2d, got %s", fname,
-                   type_name(L, idx));
-    if (!u->idx) lerror(L, "%s: indices have been freed", fname);
-    return u;
-}
-
-/* max_pool2d_backward(dy, indices, dx, overwrite_dx) -> dx, += (or =) */
-static int l_max_pool2d_backward(lua_State *L)
-{
-    const char *fname = "nn.max_pool2d_backward";
-    lindices *u = check_indices(L, 2, fname);
-    fid_pool2d_shape s = u->s;
-    s.pool = state_pool(L);
-    s.din_overwrite = lua_toboolean(L, 4);
-    size_t osize[4] = {s.N, s.C, s.OH, s.OW}, isize[4] = {s.N, s.C, s.H, s.W};
-    const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
-    expect_shape(L, dy, fname, "output gradient", 4, osize);
-    fid_tensor *dx = opt_batch(L, 3, fname, "input gradient", 4, isize, &s.din_nstride);
-    const fid_tensor *ts[] = {dx, dy};
-    const char *names[] = {"the input gradient", "the output gradient"};
-    check_disjoint(L, fname, 1, 2, ts, names);
-    if (!dx) s.din_nstride = s.C * s.H * s.W; /* a new contiguous one */
-    pool_recheck(L, fname, &s);
-    dx = push_grad(L, 3, dx, fname, 4, isize);
-    fid_maxpool2d_backward(dx->data, dy->data, u->idx, &s);
-    return 1;
-}
-
-static int indices_gc(lua_State *L)
-{
-    lindices *u = luaL_checkudata(L, 1, LFID_INDICES);
-    free(u->idx);
-    u->idx = NULL;
-    return 0;
-}
-
-static int indices_size(lua_State *L)
-{
-    lindices *u = check_indices(L, 1, "PoolIndices:size");
-    size_t size[4] = {u->s.N, u->s.C, u->s.OH, u->s.OW};
-    lua_createtable(L, 4, 0);
-    for (int d = 0; d < 4; d++) {
-        lua_pushinteger(L, (lua_Integer)size[d]);
-        lua_rawseti(L, -2, d + 1);
-    }
-    return 1;
-}
-
-/* the argmax as a float tensor (N, C, OH, OW) of 1-based flat indices
-   h*W + w + 1 into each input plane */
-static int indices_totensor(lua_State *L)
-{
-    lindices *u = check_indices(L, 1, "PoolIndices:totensor");
-    size_t size[4] = {u->s.N, u->s.C, u->s.OH, u->s.OW};
-    fid_tensor *t = lfid_tensor_new(L, "PoolIndices:totensor", 4, size);
-    size_t n = fid_tensor_numel(t);
-    for (size_t i = 0; i < n; i++) t->data[i] = (float)u->idx[i] + 1.0f;
-    return 1;
-}
-
-static int indices_tostring(lua_State *L)
-{
-    lindices *u = luaL_checkudata(L, 1, LFID_INDICES);
-    if (!u->idx) {
-        lua_pushliteral(L, "faceid.PoolIndices(freed)");
-        return 1;
-    }
-    char s[64];
-    size_t size[4] = {u->s.N, u->s.C, u->s.OH, u->s.OW};
-    fid_shape_str(s, sizeof s, 4, size);
-    lua_pushfstring(L, "faceid.PoolIndices(%s of a %Ix%I input)", s, (lua_Integer)u->s.H, (lua_Integer)u->s.W);
-    return 1;
-}
-
-/* avg_pool2d(x, kh, kw, sh, sw, ph, pw, count_include_pad, out) -> y */
-static int l_avg_pool2d(lua_State *L)
-{
-    const char *fname = "nn.avg_pool2d";
-    fid_pool2d_shape s;
-    memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 1, fname, "input", 4, &s.in_nstride);
-    pool_shape(L, fname, x, 2, &s);
-    s.exclude_pad = !lua_toboolean(L, 8);
-    size_t osize[4] = {s.N, s.C, s.OH, s.OW};
-    fid_tensor *y = opt_batch(L, 9, fname, "out", 4, osize, &s.out_nstride);
-    const fid_tensor *ts[] = {y, x};
-    const char *names[] = {"out", "the input"};
-    check_disjoint(L, fname, 1, 2, ts, names);
-    pool_recheck(L, fname, &s);
-    y = push_result(L, 9, y, fname, 4, osize);
-    fid_avgpool2d_forward(y->data, x->data, &s);
-    return 1;
-}
-
-/* avg_pool2d_backward(dy, x, kh, kw, sh, sw, ph, pw, count_include_pad, dx,
-   overwrite_dx) -> dx */
-static int l_avg_pool2d_backward(lua_State *L)
-{
-    const char *fname = "nn.avg_pool2d_backward";
-    fid_pool2d_shape s;
-    memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 2, fname, "input", 4, &s.in_nstride);
-    pool_shape(L, fname, x, 3, &s);
-    s.exclude_pad = !lua_toboolean(L, 9);
-    s.din_overwrite = lua_toboolean(L, 11);
-    size_t osize[4] = {s.N, s.C, s.OH, s.OW};
-    const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 4, &s.dout_nstride);
-    expect_shape(L, dy, fname, "output gradient", 4, osize);
-    fid_tensor *dx = opt_batch(L, 10, fname, "input gradient", 4, x->size, &s.din_nstride);
-    const fid_tensor *ts[] = {dx, dy};
-    const char *names[] = {"the input gradient", "the output gradient"};
-    check_disjoint(L, fname, 1, 2, ts, names);
-    if (!dx) s.din_nstride = s.C * s.H * s.W;
-    pool_recheck(L, fname, &s);
-    dx = push_grad(L, 10, dx, fname, 4, x->size);
-    fid_avgpool2d_backward(dx->data, dy->data, &s);
-    return 1;
-}
-
-static void gap_shape(lua_State *L, const char *fname, const fid_tensor *x, fid_pool2d_shape *s)
-{
-    char err[FID_ERRMAX];
-    s->N = x->size[0], s->C = x->size[1], s->H = x->size[2], s->W = x->size[3];
-    s->pool = state_pool(L);
-    if (fid_global_avgpool_check(s, err)) lerror(L, "%s: %s", fname, err);
-}
-
-/* global_avg_pool(x, out) -> y (N, C) */
-static int l_global_avg_pool(lua_State *L)
-{
-    const char *fname = "nn.global_avg_pool";
-    fid_pool2d_shape s;
-    memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 1, fname, "input", 4, &s.in_nstride);
-    size_t osize[2] = {x->size[0], x->size[1]};
-    fid_tensor *y = opt_batch(L, 2, fname, "out", 2, osize, &s.out_nstride);
-    const fid_tensor *ts[] = {y, x};
-    const char *names[] = {"out", "the input"};
-    check_disjoint(L, fname, 1, 2, ts, names);
-    gap_shape(L, fname, x, &s);
-    y = push_result(L, 2, y, fname, 2, osize);
-    fid_global_avgpool_forward(y->data, x->data, &s);
-    return 1;
-}
-
-/* global_avg_pool_backward(dy, x, dx, overwrite_dx) -> dx, += (or =) */
-static int l_global_avg_pool_backward(lua_State *L)
-{
-    const char *fname = "nn.global_avg_pool_backward";
-    fid_pool2d_shape s;
-    memset(&s, 0, sizeof s);
-    const fid_tensor *x = check_batch(L, 2, fname, "input", 4, &s.in_nstride);
-    size_t osize[2] = {x->size[0], x->size[1]};
-    const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 2, &s.dout_nstride);
-    expect_shape(L, dy, fname, "output gradient", 2, osize);
-    fid_tensor *dx = opt_batch(L, 3, fname, "input gradient", 4, x->size, &s.din_nstride);
-    const fid_tensor *ts[] = {dx, dy};
-    const char *names[] = {"the input gradient", "the output gradient"};
-    check_disjoint(L, fname, 1, 2, ts, names);
-    s.out_nstride = s.dout_nstride;
-    if (!dx) s.din_nstride = x->size[1] * x->size[2] * x->size[3];
-    s.din_overwrite = lua_toboolean(L, 4);
-    gap_shape(L, fname, x, &s);
-    dx = push_grad(L, 3, dx, fname, 4, x->size);
-    fid_global_avgpool_backward(dx->data, dy->data, &s);
     return 1;
 }
 
@@ -881,18 +648,18 @@ static void linear_shape(lua_State *L, const char *fname, fid_linear_shape *s, c
                          const fid_tensor **w, int xi)
 {
     char err[FID_ERRMAX];
-    *x = check_batch(L, xi, fname, "input", 2, &s->in_nstride);
+    *x = lnn_check_batch(L, xi, fname, "input", 2, &s->in_nstride);
     *w = check_dense(L, xi + 1, fname, "weight", 0, NULL);
     if ((*w)->ndim != 2 || (*w)->size[1] != (*x)->size[1]) {
         char a[64], b[64];
         shape_of(*x, a, sizeof a);
         shape_of(*w, b, sizeof b);
-        if ((*w)->ndim != 2) lerror(L, "%s: weight must be 2-D (out, in), got %s", fname, b);
-        lerror(L, "%s: input %s but weight %s expects %I features", fname, a, b, (lua_Integer)(*w)->size[1]);
+        if ((*w)->ndim != 2) lnn_error(L, "%s: weight must be 2-D (out, in), got %s", fname, b);
+        lnn_error(L, "%s: input %s but weight %s expects %I features", fname, a, b, (lua_Integer)(*w)->size[1]);
     }
     s->N = (*x)->size[0], s->IN = (*x)->size[1], s->OUT = (*w)->size[0];
-    s->pool = state_pool(L);
-    if (fid_linear_check(s, err)) lerror(L, "%s: %s", fname, err);
+    s->pool = lnn_state_pool(L);
+    if (fid_linear_check(s, err)) lnn_error(L, "%s: %s", fname, err);
 }
 
 /* linear(x, w, b, out) -> y */
@@ -905,14 +672,14 @@ static int l_linear(lua_State *L)
     linear_shape(L, fname, &s, &x, &w, 1);
     size_t bsize[1] = {s.OUT}, osize[2] = {s.N, s.OUT};
     const fid_tensor *b = opt_dense(L, 3, fname, "bias", 1, bsize);
-    fid_tensor *y = opt_batch(L, 4, fname, "out", 2, osize, &s.out_nstride);
+    fid_tensor *y = lnn_opt_batch(L, 4, fname, "out", 2, osize, &s.out_nstride);
     const fid_tensor *ts[] = {y, x, w, b};
     const char *names[] = {"out", "the input", "the weight", "the bias"};
-    check_disjoint(L, fname, 1, 4, ts, names);
+    lnn_check_disjoint(L, fname, 1, 4, ts, names);
     s.dout_nstride = s.out_nstride;
     char err[FID_ERRMAX];
-    if (fid_linear_check(&s, err)) return lerror(L, "%s: %s", fname, err);
-    y = push_result(L, 4, y, fname, 2, osize);
+    if (fid_linear_check(&s, err)) return lnn_error(L, "%s: %s", fname, err);
+    y = lnn_push_result(L, 4, y, fname, 2, osize);
     fid_linear_forward(y->data, x->data, w->data, data_or_null(b), &s);
     return 1;
 }
@@ -926,19 +693,19 @@ static int l_linear_backward(lua_State *L)
     memset(&s, 0, sizeof s);
     linear_shape(L, fname, &s, &x, &w, 2);
     size_t osize[2] = {s.N, s.OUT}, wsize[2] = {s.OUT, s.IN}, bsize[1] = {s.OUT};
-    const fid_tensor *dy = check_batch(L, 1, fname, "output gradient", 2, &s.dout_nstride);
-    expect_shape(L, dy, fname, "output gradient", 2, osize);
-    fid_tensor *dx = opt_batch(L, 4, fname, "input gradient", 2, x->size, &s.din_nstride);
+    const fid_tensor *dy = lnn_check_batch(L, 1, fname, "output gradient", 2, &s.dout_nstride);
+    lnn_expect_shape(L, dy, fname, "output gradient", 2, osize);
+    fid_tensor *dx = lnn_opt_batch(L, 4, fname, "input gradient", 2, x->size, &s.din_nstride);
     fid_tensor *dw = opt_dense(L, 5, fname, "weight gradient", 2, wsize);
     fid_tensor *db = opt_dense(L, 6, fname, "bias gradient", 1, bsize);
     const fid_tensor *ts[] = {dx, dw, db, dy, x, w};
     const char *names[] = {"the input gradient", "the weight gradient", "the bias gradient",
                            "the output gradient", "the input", "the weight"};
-    check_disjoint(L, fname, 3, 6, ts, names);
+    lnn_check_disjoint(L, fname, 3, 6, ts, names);
     if (!dx) s.din_nstride = s.in_nstride;
     s.out_nstride = s.dout_nstride;
     char err[FID_ERRMAX];
-    if (fid_linear_check(&s, err)) return lerror(L, "%s: %s", fname, err);
+    if (fid_linear_check(&s, err)) return lnn_error(L, "%s: %s", fname, err);
     fid_linear_backward(data_or_null(dx), data_or_null(dw), data_or_null(db), dy->data, x->data, w->data, &s);
     return 0;
 }
@@ -951,17 +718,10 @@ static const luaL_Reg functions[] = {
     {"batchnorm2d", l_batchnorm2d}, {"batchnorm2d_backward", l_batchnorm2d_backward},
     {"batchnorm2d_apply", l_batchnorm2d_apply},
     {"relu", l_relu}, {"relu_backward", l_relu_backward},
-    {"max_pool2d", l_max_pool2d}, {"max_pool2d_backward", l_max_pool2d_backward},
-    {"avg_pool2d", l_avg_pool2d}, {"avg_pool2d_backward", l_avg_pool2d_backward},
-    {"global_avg_pool", l_global_avg_pool}, {"global_avg_pool_backward", l_global_avg_pool_backward},
     {"linear", l_linear}, {"linear_backward", l_linear_backward},
     {"set_threads", l_set_threads}, {"threads", l_threads},
     {"_pool_probe", l_pool_probe}, {"_pool_overhead", l_pool_overhead},
     {NULL, NULL}
-};
-
-static const luaL_Reg indices_methods[] = {
-    {"size", indices_size}, {"totensor", indices_totensor}, {NULL, NULL}
 };
 
 void lfid_open_layers(lua_State *L)
@@ -970,8 +730,8 @@ void lfid_open_layers(lua_State *L)
     lua_pushcfunction(L, pool_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
-    lfid_new_type(L, LFID_INDICES, indices_methods, indices_gc, indices_tostring, NULL, NULL);
     /* a private table: lua/faceid/nn.lua is the documented interface */
     luaL_newlib(L, functions);
+    lnn_open_pooling(L);
     lua_setfield(L, -2, "_nn");
 }
