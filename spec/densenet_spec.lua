@@ -317,6 +317,73 @@ describe("DenseNet gradients", function()
   end)
 end)
 
+-- The network against the layers it is made of, run one by one through
+-- faceid.nn (each tested against its naive loops): every batch norm that the
+-- network applies inside the convolution or pool reading its output (the 1x1
+-- convolutions' gather, Winograd's input, the average, global and max pools)
+-- is here a separate nn.batchnorm2d pass. Evaluation and training (batch
+-- statistics, running averages), on one thread: a split batch sums its
+-- statistics part by part (checked above against the whole batch).
+describe("DenseNet composition", function()
+  local nn = faceid.nn
+
+  local function compose(net, x, training)
+    local cfg = net:config()
+    local P, B = {}, {}
+    for _, p in ipairs(net:parameters()) do P[p.name] = p.param end
+    for _, b in ipairs(net:buffers()) do B[b.name] = b.tensor:clone() end
+    local function bn(t, name)
+      return (nn.batchnorm2d(t, P[name .. ".weight"], P[name .. ".bias"], B[name .. ".running_mean"],
+        B[name .. ".running_var"], { training = training, relu = true }))
+    end
+    local y = nn.conv2d(x, P["features.conv0.weight"], { stride = 2, padding = 3 })
+    y = nn.max_pool2d(bn(y, "features.norm0"), 3, { stride = 2, padding = 1, indices = false })
+    for b, L in ipairs(cfg.blocks) do
+      local feats = y
+      for l = 1, L do
+        local pre = ("features.denseblock%d.denselayer%d"):format(b, l)
+        local y1 = nn.conv2d(bn(feats, pre .. ".norm1"), P[pre .. ".conv1.weight"])
+        local side = y1:size(3)
+        -- the algorithm the network takes: F(4x4, 3x3) evaluating, F(2x2,
+        -- 3x3) training on maps of 16x16 and more, im2col below
+        local algo = not training and "winograd4" or side * side >= 256 and "winograd" or "im2col"
+        local y2 = nn.conv2d(bn(y1, pre .. ".norm2"), P[pre .. ".conv2.weight"], { padding = 1, algorithm = algo })
+        feats = faceid.cat({ feats, y2 }, 2)
+      end
+      if b < #cfg.blocks then
+        -- pool, then the 1x1 convolution, as the network orders them
+        local t = nn.avg_pool2d(bn(feats, ("features.transition%d.norm"):format(b)), 2)
+        y = nn.conv2d(t, P[("features.transition%d.conv.weight"):format(b)])
+      else
+        y = feats
+      end
+    end
+    local f = nn.global_avg_pool(bn(y, "features.norm5"))
+    return nn.linear(f, P["classifier.weight"], P["classifier.bias"]), B
+  end
+
+  it("computes, in both modes, what its layers compose to", function()
+    -- a 64-channel bottleneck on 16x16 and 8x8 maps: Winograd in both modes
+    local net = faceid.DenseNet({ growth = 16, blocks = { 2, 2 }, bottleneck = 4, compression = 0.5,
+      stem = "imagenet", input = 64, channels = 3, embedding = 5, seed = 11 })
+    net:threads(1)
+    local x = faceid.randn(faceid.Generator(14), 3, 3, 64, 64)
+    for _, training in ipairs({ true, false }) do
+      if training then net:train() else net:evaluate() end
+      local want, running = compose(net, x, training)
+      local got = net:forward(x)
+      local what = training and "training" or "evaluation"
+      -- bitwise: applying a batch norm as its output is read computes the
+      -- very values a separate pass writes, and the products see the same data
+      assert.is_true(got:equal(want), what .. (": differs by %g"):format((got - want):abs():max()))
+      if training then
+        for _, b in ipairs(net:buffers()) do assert.is_true(b.tensor:equal(running[b.name]), b.name) end
+      end
+    end
+    net:close()
+  end)
+end)
+
 describe("DenseNet save and load", function()
   it("round-trips weights, running statistics and config", function()
     local dir = helper.tmpdir()
