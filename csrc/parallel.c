@@ -21,12 +21,14 @@
    polling, because the scheduler may put a freshly woken worker on the
    caller's own core, where it runs only when the caller gives way). Waking
    a sleeping worker costs 15-40 us, 100-150 us when its vCPU had gone idle,
-   and a DenseNet-121 training step at batch 32 runs a few thousand jobs
-   (the memory-bound kernels and the gemm panels, fid_gemm_pool). Since the
-   pool threads the gemms itself, no BLAS worker needs the core between
-   jobs, so the workers poll for 1 ms: measured on 2 vCPUs, alternating
-   runs of that step, 8-10 % faster than a 20 us poll and a fifth of the
-   system time; evaluation, one job per batch, is unaffected. */
+   and a run of kernels on a whole batch (the nn layers, DenseNet on one
+   part) is thousands of jobs: the memory-bound kernels and the gemm panels
+   (fid_gemm_pool). Since the pool threads the gemms itself, no BLAS worker
+   needs the core between jobs, so the workers poll for 1 ms: measured on 2
+   vCPUs, alternating runs of a DenseNet-121 training step made of such
+   jobs, 8-10 % faster than a 20 us poll and a fifth of the system time.
+   DenseNet now splits its batch instead (one fid_pool_for_all job per
+   pass, its parts meeting at fid_barrier), which the poll does not touch. */
 #ifndef FID_POOL_SPIN_NS
 #define FID_POOL_SPIN_NS 1000000
 #endif

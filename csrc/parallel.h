@@ -1,5 +1,6 @@
 /* parallel.h - a small persistent thread pool for the memory-bound layer
- * kernels (parallel.c).
+ * kernels, and a barrier for jobs that run on all its threads at once
+ * (parallel.c).
  *
  * A pool of T threads counts its caller: fid_pool_new(2) starts one worker.
  * fid_pool_for(p, n, fn, ctx) cuts [0, n) into min(T, n) contiguous chunks,
@@ -58,9 +59,10 @@ void fid_barrier_wait(fid_barrier *b);
 /* fid_pool_for when the whole job touches at least the pool's grain of
    floats (`work`, the caller's estimate), else serial: below about 0.1 ms
    of work, handing half of it to a worker saves less than the hand-over
-   costs (see parallel.c). A DenseNet-121 step at batch 32 runs about 4700
-   jobs; at this grain the 2500 smallest, 6 % of the floats, stay serial.
-   A new pool's grain is FID_POOL_GRAIN; tests set 0 to split every job. */
+   costs (see parallel.c). A DenseNet-121 step at batch 32 on the whole
+   batch ran about 4700 jobs; at this grain the 2500 smallest, 6 % of the
+   floats, stayed serial. A new pool's grain is FID_POOL_GRAIN; tests set 0
+   to split every job. */
 #ifndef FID_POOL_GRAIN
 #define FID_POOL_GRAIN 262144
 #endif
