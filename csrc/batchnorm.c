@@ -150,10 +150,7 @@ void fid_bn_affine(float *y, const float *x, size_t n, float mu, float scale, fl
         const vf4 v = (load4(x + i) - vm) * vs + vb;
         store4(y + i, relu ? keep_or_zero(v, relu_keep(v, nr)) : v);
     }
-    for (; i < n; i++) {
-        float v = (x[i] - mu) * scale + bt;
-        y[i] = !relu || v > 0.0f ? v : 0.0f;
-    }
+    for (; i < n; i++) y[i] = fid_bn_affine1(x[i], mu, scale, bt, relu);
 }
 
 /* the gradient reaching the BN output: dy, or 0 where the ReLU after it
@@ -210,10 +207,9 @@ static void grad_input(float *dx, const grad_in *q, size_t n, float k, float ka,
     }
 }
 
-/* the scale every normalisation uses, from the float invstd that forward
-   saves: forward, apply and the backward's ReLU mask then compute exactly
-   the same pre-activation */
-/* gamma[c] * invstd: the scale a normalisation applies */
+/* gamma[c] * invstd: the scale every normalisation uses, from the float
+   invstd that forward saves, so that forward, apply and the backward's ReLU
+   mask compute exactly the same pre-activation */
 static float scale_at(const float *gamma, size_t c, float invstd)
 {
     return (float)((gamma ? (double)gamma[c] : 1.0) * (double)invstd);
@@ -240,6 +236,11 @@ void fid_bn_eval_coeffs(const fid_bn_eval *bn, size_t c, float *mu, float *scale
     *shift = bn->beta ? bn->beta[c] : 0.0f;
 }
 
+void fid_bn_coefficients(float *coef, const fid_bn_eval *bn, size_t C)
+{
+    for (size_t c = 0; c < C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + C + c, coef + 2 * C + c);
+}
+
 /* ---- forward ------------------------------------------------------------- */
 
 typedef struct bn_job {
@@ -248,8 +249,9 @@ typedef struct bn_job {
     const float *in, *dout, *gamma, *beta;
     const float *cmean, *cinvstd; /* the statistics apply and backward read */
     const double *gsum, *gsumxm;  /* backward: the batch's sums given, or NULL */
+    double *osum, *osumxm;        /* relu_grad_sums: the sums wanted (and nothing else) */
     const double *bmean, *bvar;   /* batch statistics given (forward_with), or NULL */
-    double *smean, *svar;         /* batch_stats' outputs (relu_grad_sums': its sums) */
+    double *smean, *svar;         /* batch_stats' outputs */
     const fid_batchnorm2d_shape *s;
     int training, relu;
 } bn_job;
@@ -406,8 +408,8 @@ static void backward_channels(void *ctx, size_t c0, size_t c1)
             sdyxm = j->gsumxm[c];
         } else {
             grad_sums(&sdy, &sdyxm, j, &q, c);
-            if (j->smean) {
-                j->smean[c] = sdy, j->svar[c] = sdyxm; /* relu_grad_sums */
+            if (j->osum) {
+                j->osum[c] = sdy, j->osumxm[c] = sdyxm;
                 continue;
             }
         }
@@ -457,7 +459,7 @@ void fid_batchnorm2d_relu_grad_sums(double *sdy, double *sdyxm, const float *dou
                                     const float *invstd, const fid_batchnorm2d_shape *s)
 {
     bn_job j = {.dout = dout, .in = in, .gamma = gamma, .beta = beta, .cmean = mean, .cinvstd = invstd,
-                .s = s, .training = 1, .relu = 1, .smean = sdy, .svar = sdyxm};
+                .s = s, .training = 1, .relu = 1, .osum = sdy, .osumxm = sdyxm};
     fid_pool_for_work(s->pool, s->C, 2 * numel(s), backward_channels, &j);
 }
 

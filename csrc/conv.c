@@ -185,12 +185,6 @@ int fid_conv2d_fuses_bn(const fid_conv2d_shape *s)
     return is_pointwise(s) || use_winograd(s);
 }
 
-/* coef (3 C): bn's mu, scale and shift of each input channel */
-void fid_bn_coefficients(float *coef, const fid_bn_eval *bn, size_t C)
-{
-    for (size_t c = 0; c < C; c++) fid_bn_eval_coeffs(bn, c, coef + c, coef + C + c, coef + 2 * C + c);
-}
-
 /* ---- column buffers -----------------------------------------------------
  * With a pool, im2col and col2im split over (image, channel) pairs: a
  * channel owns KH*KW rows of the column buffer and one plane of the image,

@@ -134,8 +134,14 @@ typedef struct fid_bn_eval {
 /* (batchnorm.c) y (n) = (x - mu) * scale + shift, then its ReLU when relu
    (`v > 0 ? v : 0`); y may be x */
 void fid_bn_affine(float *y, const float *x, size_t n, float mu, float scale, float shift, int relu);
+/* one value of it, bitwise (no fused multiply-add either way) */
+static inline float fid_bn_affine1(float x, float mu, float scale, float shift, int relu)
+{
+    const float v = (x - mu) * scale + shift;
+    return !relu || v > 0.0f ? v : 0.0f;
+}
 void fid_bn_eval_coeffs(const fid_bn_eval *bn, size_t c, float *mu, float *scale, float *shift);
-/* (conv.c) coef (3 C) = every channel's mu, then scale, then shift */
+/* coef (3 C) = every channel's mu, then scale, then shift */
 void fid_bn_coefficients(float *coef, const fid_bn_eval *bn, size_t C);
 /* fid_conv2d_forward and _backward (its dw) of relu(bn(in)) (bn->relu)
    or bn(in), normalised as in is read: bitwise normalising first

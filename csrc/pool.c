@@ -109,12 +109,10 @@ static bn_coef coef_of(const pool_job *j, size_t p)
     return k;
 }
 
-/* x normalised (and its ReLU), bitwise fid_bn_affine's value */
+/* x normalised (and its ReLU) when k is on */
 static float norm(const bn_coef *k, float x)
 {
-    if (!k->on) return x;
-    const float v = (x - k->mu) * k->scale + k->shift;
-    return !k->relu || v > 0.0f ? v : 0.0f;
+    return k->on ? fid_bn_affine1(x, k->mu, k->scale, k->shift, k->relu) : x;
 }
 
 /* plane p = n * C + c of a batch with the given image stride and plane size */
