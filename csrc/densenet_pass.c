@@ -385,8 +385,8 @@ static void block_forward(fid_densenet *net, dblock *blk, size_t n, int tr)
         fid_bn_eval bn1 = bn_fused(net, &ly->n1, tr, 1);
         fid_conv2d_forward_bn(y1, blk->buf, P(net, ly->conv1), NULL, &c1, net->ws, &bn1);
         float *out = blk->buf + ly->cin * hw;
-        if (fid_conv2d_uses_winograd(&c2)) {
-            /* and Winograd norm2 as it reads y1 */
+        if (fid_conv2d_fuses_bn(&c2)) {
+            /* and conv2 (Winograd) norm2 as it reads y1 */
             if (tr) bn_forward(net, &ly->n2, NULL, 0, y1, 0, n, blk->H, blk->W, 1);
             fid_bn_eval bn2 = bn_fused(net, &ly->n2, tr, 1);
             fid_conv2d_forward_bn(out, y1, P(net, ly->conv2), NULL, &c2, net->ws, &bn2);
