@@ -473,3 +473,98 @@ void fid_batchnorm2d_relu_backward_with(float *din, float *dgamma, float *dbeta,
                 .gsum = sdy, .gsumxm = sdyxm};
     fid_pool_for_work(s->pool, s->C, 3 * numel(s), backward_channels, &j);
 }
+
+/* ---- the backward split in two (DenseNet's 1x1 convolutions) -------------
+ * BN + ReLU's input gradient in training is
+ *   din = k * dz - k/m * sum(dz) - (x - mu) * k * invstd^2/m * sum(dz * (x - mu)),
+ * dz the gradient masked by the ReLU, k = gamma * invstd: a part that needs
+ * only this image (k * dz), and per channel an affine function of x that
+ * needs the whole batch's sums. A convolution that computes dz adds the
+ * first while it is in cache and hands back the sums; the second waits
+ * until every layer that reads the channel has added its own, then all of
+ * them are applied in one pass. */
+
+void fid_bn_relu_grad_rows(float *din, size_t din_ns, const float *g, size_t g_ns, const float *x, size_t x_ns,
+                           size_t rows, size_t n, const fid_bn_eval *bn, size_t c, int overwrite, double *sdz,
+                           double *sdzxm)
+{
+    float mu, scale, bt;
+    fid_bn_eval_coeffs(bn, c, &mu, &scale, &bt);
+    const vf4 vm = splat(mu), vs = splat(scale), vb = splat(bt);
+    const vi4 nr = norelu_mask(bn->relu);
+    lanes l;
+    memset(&l, 0, sizeof l);
+    for (size_t r = 0; r < rows; r++) {
+        const float *gr = g + r * g_ns, *xr = x + r * x_ns;
+        float *dr = din + r * din_ns;
+        size_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            const vf4 xm = load4(xr + i) - vm;
+            const vf4 dz = keep_or_zero(load4(gr + i), relu_keep(xm * vs + vb, nr));
+            const vd2 d0 = lo2(dz), d1 = hi2(dz);
+            l.a0 += d0;
+            l.a1 += d1;
+            l.b0 += d0 * lo2(xm);
+            l.b1 += d1 * hi2(xm);
+            store4(dr + i, overwrite ? vs * dz : load4(dr + i) + vs * dz);
+        }
+        for (; i < n; i++) {
+            const float xm = xr[i] - mu;
+            const float dz = !bn->relu || xm * scale + bt > 0.0f ? gr[i] : 0.0f;
+            l.a0[0] += dz;
+            l.b0[0] += (double)dz * xm;
+            dr[i] = overwrite ? scale * dz : dr[i] + scale * dz;
+        }
+    }
+    *sdz += total(l.a0, l.a1);
+    *sdzxm += total(l.b0, l.b1);
+}
+
+void fid_bn_relu_defer(double *A, double *Bx, float *dgamma, float *dbeta, const double *sdz,
+                       const double *sdzxm, const fid_bn_eval *bn, size_t C, double m)
+{
+    for (size_t c = 0; c < C; c++) {
+        float mu, scale, bt;
+        fid_bn_eval_coeffs(bn, c, &mu, &scale, &bt);
+        const double is = bn->invstd[c], k = scale, sdzx = sdzxm[c] * is;
+        if (dgamma) dgamma[c] += (float)sdzx;
+        if (dbeta) dbeta[c] += (float)sdz[c];
+        const double ka = k * (sdz[c] / m), kb = k * is * (sdzx / m);
+        /* - ka - (x - mu) * kb */
+        A[c] += kb * (double)mu - ka;
+        Bx[c] -= kb;
+    }
+}
+
+typedef struct defer_job {
+    float *din;
+    const float *x;
+    const double *A, *Bx;
+    size_t din_ns, x_ns, C, hw;
+} defer_job;
+
+/* item = n * C + c: one plane */
+static void defer_apply_job(void *ctx, size_t b, size_t e)
+{
+    const defer_job *j = ctx;
+    for (size_t it = b; it < e; it++) {
+        const size_t n = it / j->C, c = it % j->C;
+        float *d = j->din + n * j->din_ns + c * j->hw;
+        const float *x = j->x + n * j->x_ns + c * j->hw;
+        const vd2 va = {j->A[c], j->A[c]}, vb = {j->Bx[c], j->Bx[c]};
+        size_t i = 0;
+        for (; i + 4 <= j->hw; i += 4) {
+            const vf4 v = load4(x + i);
+            const vd2 t0 = va + vb * lo2(v), t1 = va + vb * hi2(v);
+            store4(d + i, load4(d + i) + (vf4){(float)t0[0], (float)t0[1], (float)t1[0], (float)t1[1]});
+        }
+        for (; i < j->hw; i++) d[i] += (float)(j->A[c] + j->Bx[c] * x[i]);
+    }
+}
+
+void fid_bn_defer_apply(float *din, size_t din_ns, const float *x, size_t x_ns, const double *A, const double *Bx,
+                        size_t N, size_t C, size_t hw, fid_pool *pool)
+{
+    defer_job j = {.din = din, .x = x, .A = A, .Bx = Bx, .din_ns = din_ns, .x_ns = x_ns, .C = C, .hw = hw};
+    fid_pool_for_work(pool, N * C, 3 * N * C * hw, defer_apply_job, &j);
+}

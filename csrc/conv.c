@@ -481,13 +481,13 @@ static void flip_weights(float *wt, const float *w, const fid_conv2d_shape *s)
             for (size_t k = 0; k < kk; k++) wt[(c * s->OC + o) * kk + (kk - 1 - k)] = w[(o * s->C + c) * kk + k];
 }
 
-void fid_conv2d_backward_bn(float *din, float *dw, float *db, const float *dout, const float *in,
-                            const float *w, const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn)
+void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                         const fid_conv2d_shape *s, float *workspace)
 {
     const size_t ohw = s->OH * s->OW, hw = s->H * s->W, ckk = s->C * s->KH * s->KW;
     const size_t okk = s->OC * s->KH * s->KW, G = group_size(s);
-    const conv_ws r = workspace_of(s, bn != NULL);
-    float *wt = workspace, *col = wt + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf, *coef = xbuf + r.xbuf;
+    const conv_ws r = workspace_of(s, 0);
+    float *wt = workspace, *col = wt + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf;
     const int tdx = din && transposed_dx(s), over = s->din_overwrite;
     fid_conv2d_shape dual;
     if (db) bias_grad(db, dout, s, s->pool);
@@ -504,11 +504,10 @@ void fid_conv2d_backward_bn(float *din, float *dw, float *db, const float *dout,
     }
     if (dw && use_winograd(s)) {
         /* the weight gradient of the whole batch at once, F(2x2, 3x3) */
-        fid_winograd_weight_grad(dw, in, dout, s, col, bn);
+        fid_winograd_weight_grad(dw, in, dout, s, col, NULL);
         dw = NULL;
         if (!din) return;
     }
-    if (bn && dw) fid_bn_coefficients(coef, bn, s->C);
     for (size_t n0 = 0; n0 < s->N; n0 += G) {
         const size_t g = s->N - n0 < G ? s->N - n0 : G, cols = g * ohw, icols = g * hw;
         const float *x = in + n0 * s->in_nstride, *dy = dout + n0 * s->dout_nstride;
@@ -527,8 +526,8 @@ void fid_conv2d_backward_bn(float *din, float *dw, float *db, const float *dout,
             /* dw (OC, C) += dy (OC, cols) @ x^T (cols, C); dx (C, cols) += w^T (C, OC) @ dy */
             if (dw) {
                 const float *xg = x;
-                if (g > 1 || bn) {
-                    gather_bn(xbuf, x, s->in_nstride, g, s->C, hw, bn ? coef : NULL, bn && bn->relu, s->pool);
+                if (g > 1) {
+                    gather(xbuf, x, s->in_nstride, g, s->C, hw, s->pool);
                     xg = xbuf;
                 }
                 fid_gemm_pool(s->pool, 0, 1, s->OC, s->C, cols, 1.0f, dyg, cols, xg, cols, 1.0f, dw, s->C);
@@ -555,10 +554,54 @@ void fid_conv2d_backward_bn(float *din, float *dw, float *db, const float *dout,
     }
 }
 
-void fid_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
-                         const fid_conv2d_shape *s, float *workspace)
+typedef struct bnrelu_job {
+    float *din;
+    const float *g, *x;
+    const fid_bn_eval *bn;
+    double *sdz, *sdzxm;
+    size_t din_ns, x_ns, rows, cols, hw;
+    int overwrite;
+} bnrelu_job;
+
+/* item = channel c: its rows of the group's g (C, rows * hw) */
+static void bnrelu_job_fn(void *ctx, size_t c0, size_t c1)
 {
-    fid_conv2d_backward_bn(din, dw, db, dout, in, w, s, workspace, NULL);
+    const bnrelu_job *j = ctx;
+    for (size_t c = c0; c < c1; c++)
+        fid_bn_relu_grad_rows(j->din + c * j->hw, j->din_ns, j->g + c * j->cols, j->hw, j->x + c * j->hw, j->x_ns,
+                              j->rows, j->hw, j->bn, c, j->overwrite, j->sdz + c, j->sdzxm + c);
+}
+
+void fid_conv2d_backward_bnrelu(float *din, float *dw, const float *dout, const float *in, const float *w,
+                                const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn, double *sdz,
+                                double *sdzxm)
+{
+    const size_t ohw = s->OH * s->OW, G = group_size(s);
+    const conv_ws r = workspace_of(s, 1);
+    float *col = workspace + r.wt, *ybuf = col + r.col, *xbuf = ybuf + r.ybuf, *coef = xbuf + r.xbuf;
+    fid_bn_coefficients(coef, bn, s->C);
+    memset(sdz, 0, s->C * sizeof *sdz);
+    memset(sdzxm, 0, s->C * sizeof *sdzxm);
+    for (size_t n0 = 0; n0 < s->N; n0 += G) {
+        const size_t g = s->N - n0 < G ? s->N - n0 : G, cols = g * ohw;
+        const float *x = in + n0 * s->in_nstride, *dyg = dout + n0 * s->dout_nstride;
+        if (g > 1) {
+            gather(ybuf, dyg, s->dout_nstride, g, s->OC, ohw, s->pool);
+            dyg = ybuf;
+        }
+        if (dw) {
+            /* dw (OC, C) += dy (OC, cols) @ relu(bn(x))^T (cols, C) */
+            gather_bn(xbuf, x, s->in_nstride, g, s->C, ohw, coef, 1, s->pool);
+            fid_gemm_pool(s->pool, 0, 1, s->OC, s->C, cols, 1.0f, dyg, cols, xbuf, cols, 1.0f, dw, s->C);
+        }
+        /* the gradient reaching relu(bn(x)), g (C, cols) = w^T (C, OC) @ dy,
+           into xbuf (done with), then BN + ReLU's per-image half */
+        fid_gemm_pool(s->pool, 1, 0, s->C, cols, s->OC, 1.0f, w, s->C, dyg, cols, 0.0f, xbuf, cols);
+        bnrelu_job j = {.din = din + n0 * s->din_nstride, .g = xbuf, .x = x, .bn = bn, .sdz = sdz, .sdzxm = sdzxm,
+                        .din_ns = s->din_nstride, .x_ns = s->in_nstride, .rows = g, .cols = cols, .hw = ohw,
+                        .overwrite = s->din_overwrite};
+        fid_pool_for_work(s->pool, s->C, 3 * s->C * cols, bnrelu_job_fn, &j);
+    }
 }
 
 /* ---- direct loops ------------------------------------------------------- */

@@ -310,8 +310,15 @@ static size_t carve_train(fid_densenet *net, float *base, size_t n)
     }
     /* the parts of a split batch (doubles are two floats) */
     const int parts = net->train_parts > 1 ? net->train_parts : 0;
-    size_t ctot = 0;
-    for (int b = 0; b < c->nblocks; b++) ctot += net->blocks[b].ctot;
+    size_t ctot = 0, cmax = 0;
+    for (int b = 0; b < c->nblocks; b++) {
+        ctot += net->blocks[b].ctot;
+        if (net->blocks[b].ctot > cmax) cmax = net->blocks[b].ctot;
+    }
+    /* per part (one for the whole batch): the pending input-gradient terms
+       of a block's channels and a dense layer's sums */
+    for (int t = 0; t < (parts ? parts : 1); t++)
+        net->part_defer[t] = (double *)take(&p, &used, 4 * cmax + 4 * net->stat_max);
     for (int t = 0; t < parts; t++) {
         for (int k = 0; k < 2; k++) {
             net->part_slot[t][k] = (double *)take(&p, &used, 4 * net->stat_max);

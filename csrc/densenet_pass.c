@@ -601,12 +601,45 @@ static void head_backward(fid_densenet *net, const float *dout, size_t n)
     bn_relu_backward(net, &net->n5, last->dbuf, 0, 1, net->s4, 0, last->buf, 0, n, last->H, last->W);
 }
 
+/* dense layer ly's 1x1 convolution and bn1 before it, backward: conv1's
+   weight gradient (reading a1 = relu(bn1(features)), recomputed as it
+   gathers them), and bn1's input gradient, whose per-image half goes
+   straight into the block's feature gradient while the rest (affine in
+   the features, from the batch's sums) is added to A and Bx, applied once
+   every layer reading a channel has added its own */
+static void conv1_backward(fid_densenet *net, dblock *blk, const dlayer *ly, double *A, double *Bx, size_t n)
+{
+    const size_t hw = blk->H * blk->W, C = ly->cin;
+    fid_conv2d_shape c1 = conv1_shape(net, blk, ly, n);
+    c1.din_nstride = blk->ctot * hw;
+    c1.din_overwrite = 0;
+    fid_bn_eval bn1 = bn_fused(net, &ly->n1, 1, 0);
+    double *sum = net->part_defer[net->part], *mine = net->split ? split_slot(net) : sum;
+    fid_conv2d_backward_bnrelu(blk->dbuf, grad_of(net, G(net, ly->conv1), net->ptab[ly->conv1].numel), net->s2,
+                               blk->buf, P(net, ly->conv1), &c1, net->ws, &bn1, mine, mine + C);
+    double m = (double)n * (double)hw;
+    if (net->split) {
+        /* the batch's sums, added in part order */
+        const dn_split *sp = net->split;
+        split_sync(net);
+        for (size_t c = 0; c < 2 * C; c++) {
+            double acc = 0.0;
+            for (int t = 0; t < sp->parts; t++) acc += split_peer(net, t)[c];
+            sum[c] = acc;
+        }
+        m = (double)sp->n * (double)hw;
+    }
+    fid_bn_relu_defer(A, Bx, net->part ? NULL : G(net, ly->n1.w), net->part ? NULL : G(net, ly->n1.b), sum, sum + C,
+                      &bn1, C, m);
+}
+
 static void block_backward(fid_densenet *net, dblock *blk, size_t n)
 {
     const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
+    double *A = net->part_defer[net->part] + 2 * net->stat_max, *Bx = A + blk->ctot;
+    memset(A, 0, 2 * blk->ctot * sizeof *A);
     for (int l = blk->L - 1; l >= 0; l--) {
         dlayer *ly = &blk->layers[l];
-        fid_conv2d_shape c1 = conv1_shape(net, blk, ly, n);
         fid_conv2d_shape c2 = dn_conv2_shape(net, blk, n, 1);
         float *dy2 = blk->dbuf + ly->cin * hw, *y1 = Y1(net, blk, ly);
         float *dw2 = grad_of(net, G(net, ly->conv2), net->ptab[ly->conv2].numel);
@@ -623,12 +656,11 @@ static void block_backward(fid_densenet *net, dblock *blk, size_t n)
             fid_conv2d_backward(net->s3, dw2, NULL, dy2, net->s2, P(net, ly->conv2), &c2, net->ws);
         }
         bn_relu_backward(net, &ly->n2, net->s2, 0, 1, net->s3, 0, y1, 0, n, blk->H, blk->W);
-        /* conv1's weight gradient reads a1 = relu(bn1(features)), recomputed
-           as it gathers them */
-        fid_bn_eval bn1 = bn_fused(net, &ly->n1, 1, 0);
-        fid_conv2d_backward_bn(net->s4, grad_of(net, G(net, ly->conv1), net->ptab[ly->conv1].numel), NULL,
-                               net->s2, blk->buf, P(net, ly->conv1), &c1, net->ws, &bn1);
-        bn_relu_backward(net, &ly->n1, blk->dbuf, ns, 0, net->s4, 0, blk->buf, ns, n, blk->H, blk->W);
+        conv1_backward(net, blk, ly, A, Bx, n);
+        /* the channels no earlier layer reads have all their terms now */
+        const size_t c0 = l ? blk->layers[l - 1].cin : 0;
+        fid_bn_defer_apply(blk->dbuf + c0 * hw, ns, blk->buf + c0 * hw, ns, A + c0, Bx + c0, n, ly->cin - c0, hw,
+                           net->pool);
     }
 }
 

@@ -143,8 +143,8 @@ static inline float fid_bn_affine1(float x, float mu, float scale, float shift, 
 void fid_bn_eval_coeffs(const fid_bn_eval *bn, size_t c, float *mu, float *scale, float *shift);
 /* coef (3 C) = every channel's mu, then scale, then shift */
 void fid_bn_coefficients(float *coef, const fid_bn_eval *bn, size_t C);
-/* fid_conv2d_forward and _backward (its dw) of relu(bn(in)) (bn->relu)
-   or bn(in), normalised as in is read: bitwise normalising first
+/* fid_conv2d_forward of relu(bn(in)) (bn->relu) or bn(in), normalised as
+   in is read: bitwise normalising first
    (fid_batchnorm2d_apply, or the forward in evaluation) and convolving
    that, without a normalised copy of the batch. Only where
    fid_conv2d_fuses_bn (1x1 stride-1 unpadded convolutions, and those
@@ -153,8 +153,19 @@ int fid_conv2d_fuses_bn(const fid_conv2d_shape *s);
 size_t fid_conv2d_workspace_bn(const fid_conv2d_shape *s);
 void fid_conv2d_forward_bn(float *out, const float *in, const float *w, const float *b,
                            const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn);
-void fid_conv2d_backward_bn(float *din, float *dw, float *db, const float *dout, const float *in,
-                            const float *w, const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn);
+/* The backward of a 1x1 stride-1 convolution of relu(bn(in)) in training
+   (bn: the batch's mean and invstd, relu set) with BN + ReLU's backward
+   half-folded in (fid_bn_relu_grad_rows): dw += dL/dw, reading relu(bn(in))
+   as it gathers in (bitwise what fid_conv2d_backward of the normalised
+   input would add);
+   din (strides din_nstride, added or overwritten) gets gamma * invstd *
+   dz, dz the gradient reaching relu(bn(in)) masked by the ReLU, computed
+   a group of images at a time while it is in cache; sdz, sdzxm (C each)
+   = sum(dz), sum(dz * (in - mean)) over the batch, for fid_bn_relu_defer.
+   Workspace: fid_conv2d_workspace_bn floats. */
+void fid_conv2d_backward_bnrelu(float *din, float *dw, const float *dout, const float *in, const float *w,
+                                const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn, double *sdz,
+                                double *sdzxm);
 /* winograd.c: whether s is a 3x3 stride-1 padding-1 convolution; the
    floats of workspace fid_winograd_forward needs; out (=, or += with add)
    the convolution of in with w (+ b) by F(4x4, 3x3) when s->algo is
@@ -279,6 +290,26 @@ void fid_batchnorm2d_relu_backward_with(float *din, float *dgamma, float *dbeta,
                                         const float *in, const float *gamma, const float *beta,
                                         const float *mean, const float *invstd, const double *sdy,
                                         const double *sdyxm, const fid_batchnorm2d_shape *s);
+/* The training backward of relu(bn(x)) in two halves, for a convolution
+   that reads bn's output and computes the gradient g reaching it (bn's
+   mean and invstd: the batch's; relu set).
+   fid_bn_relu_grad_rows: channel c of `rows` planes of n floats (g, x, din
+   each with its own stride between planes): dz = g masked by the ReLU,
+   din (+)= gamma * invstd * dz; *sdz += sum(dz), *sdzxm += sum(dz * (x -
+   mean)) (in double, in a fixed order).
+   fid_bn_relu_defer: from the batch's sums (m values a channel), dgamma
+   and dbeta (NULL: left) += their terms, and the rest of din's gradient,
+   A[c] + Bx[c] * x, added to A and Bx (so the layers reading a channel
+   can pile theirs up).
+   fid_bn_defer_apply: din (N planes of C channels, strides given) +=
+   A[c] + Bx[c] * x, computed in double. */
+void fid_bn_relu_grad_rows(float *din, size_t din_ns, const float *g, size_t g_ns, const float *x, size_t x_ns,
+                           size_t rows, size_t n, const fid_bn_eval *bn, size_t c, int overwrite, double *sdz,
+                           double *sdzxm);
+void fid_bn_relu_defer(double *A, double *Bx, float *dgamma, float *dbeta, const double *sdz,
+                       const double *sdzxm, const fid_bn_eval *bn, size_t C, double m);
+void fid_bn_defer_apply(float *din, size_t din_ns, const float *x, size_t x_ns, const double *A, const double *Bx,
+                        size_t N, size_t C, size_t hw, fid_pool *pool);
 
 /* ---- relu (activation.c) -----------------------------------------------
  * Elementwise on N items of D floats each (D = C*H*W for images, features
