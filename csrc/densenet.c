@@ -237,7 +237,7 @@ static size_t conv_workspace(const fid_densenet *net, size_t n)
             s = dn_conv_shape(net, n, blk->layers[l].cin, blk->H, blk->W, bw, 1, 1, 0, 0, 0);
             if (fid_conv2d_workspace_bn(&s) > ws) ws = fid_conv2d_workspace_bn(&s);
         }
-        for (int tr = 0; tr < 2; tr++) {
+        for (int tr = 0; tr < 3; tr++) {
             s = dn_conv2_shape(net, blk, n, tr);
             if (fid_conv2d_workspace_bn(&s) > ws) ws = fid_conv2d_workspace_bn(&s);
         }
