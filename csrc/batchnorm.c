@@ -529,6 +529,29 @@ void fid_bn_relu_defer(double *A, double *Bx, float *dgamma, float *dbeta, const
     }
 }
 
+void fid_bn_relu_backward_coeffs(float *coef, float *dgamma, float *dbeta, const double *sdy,
+                                 const double *sdyxm, const fid_bn_eval *bn, size_t C, double m)
+{
+    for (size_t c = 0; c < C; c++) {
+        /* as backward_channels computes them */
+        fid_bn_eval_coeffs(bn, c, coef + c, coef + C + c, coef + 2 * C + c);
+        const double is = bn->invstd[c], sdyx = sdyxm[c] * is;
+        if (dgamma) dgamma[c] += (float)sdyx;
+        if (dbeta) dbeta[c] += (float)sdy[c];
+        const float k = coef[C + c];
+        coef[3 * C + c] = k;
+        coef[4 * C + c] = (float)(k * (sdy[c] / m));
+        coef[5 * C + c] = (float)(k * is * (sdyx / m));
+    }
+}
+
+void fid_bn_relu_backward_row(float *din, const float *dy, const float *x, size_t n, const float *coef, size_t C,
+                              size_t c)
+{
+    const grad_in q = {.dy = dy, .x = x, .mu = coef[c], .scale = coef[C + c], .bt = coef[2 * C + c], .relu = 1};
+    grad_input(din, &q, n, coef[3 * C + c], coef[4 * C + c], coef[5 * C + c], 1, 1);
+}
+
 typedef struct defer_job {
     float *din;
     const float *x;

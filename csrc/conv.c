@@ -158,6 +158,7 @@ static conv_ws workspace_of(const fid_conv2d_shape *s, int fused)
     }
     if (fused && is_pointwise(s)) {
         if (s->C * icols > r.xbuf) r.xbuf = s->C * icols;
+        r.ybuf = s->OC * cols; /* fid_conv2d_backward_bnrelu's dy, even of one image */
         r.coef = 3 * s->C;
     }
     return r;
@@ -288,6 +289,7 @@ typedef struct conv_job {
     int add;
     const float *coef;          /* gather: row r normalised by coef[r], [R + r], [2 R + r] */
     int relu;
+    const fid_bn_back *back;    /* gather_bnback: x at the group's first image */
 } conv_job;
 
 /* item = j * C + c: image j of the group, channel c */
@@ -359,6 +361,20 @@ static void scatter_job(void *ctx, size_t b, size_t e)
             for (size_t i = 0; i < L; i++) d[i] += p[i];
         else
             memcpy(d, p, L * sizeof *d);
+    }
+}
+
+/* item = j * R + r: row r of image j, relu(bn)'s input gradient (coef:
+   fid_bn_relu_backward_coeffs) of src's row, x's row its input */
+static void gather_bnback_job(void *ctx, size_t b, size_t e)
+{
+    const conv_job *j = ctx;
+    const fid_bn_back *k = j->back;
+    const size_t g = j->ld, L = j->L;
+    for (size_t it = b; it < e; it++) {
+        const size_t img = it / j->R, r = it % j->R;
+        fid_bn_relu_backward_row(j->dst + r * g * L + img * L, j->src + img * j->nstride + r * L,
+                                 k->x + img * k->x_nstride + r * L, L, k->coef, j->R, r);
     }
 }
 
@@ -574,7 +590,7 @@ static void bnrelu_job_fn(void *ctx, size_t c0, size_t c1)
 
 void fid_conv2d_backward_bnrelu(float *din, float *dw, const float *dout, const float *in, const float *w,
                                 const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn, double *sdz,
-                                double *sdzxm)
+                                double *sdzxm, const fid_bn_back *dyb)
 {
     const size_t ohw = s->OH * s->OW, G = group_size(s);
     const conv_ws r = workspace_of(s, 1);
@@ -585,7 +601,14 @@ void fid_conv2d_backward_bnrelu(float *din, float *dw, const float *dout, const 
     for (size_t n0 = 0; n0 < s->N; n0 += G) {
         const size_t g = s->N - n0 < G ? s->N - n0 : G, cols = g * ohw;
         const float *x = in + n0 * s->in_nstride, *dyg = dout + n0 * s->dout_nstride;
-        if (g > 1) {
+        if (dyb) {
+            /* dy = the backward of the batch norm after this convolution */
+            const fid_bn_back at = {.coef = dyb->coef, .x = dyb->x + n0 * dyb->x_nstride, .x_nstride = dyb->x_nstride};
+            conv_job j = {.dst = ybuf, .src = dyg, .ld = g, .nstride = s->dout_nstride, .R = s->OC, .L = ohw,
+                          .back = &at};
+            fid_pool_for_work(s->pool, g * s->OC, 3 * g * s->OC * ohw, gather_bnback_job, &j);
+            dyg = ybuf;
+        } else if (g > 1) {
             gather(ybuf, dyg, s->dout_nstride, g, s->OC, ohw, s->pool);
             dyg = ybuf;
         }

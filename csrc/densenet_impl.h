@@ -82,8 +82,9 @@ struct fid_densenet {
     size_t scr_len;
     double *part_slot[FID_POOL_MAX][2], *part_cstat[FID_POOL_MAX], *part_bstat[FID_POOL_MAX];
     float *part_scr[FID_POOL_MAX][2];
-    /* per part (part 0 for the whole batch): the dense layers' pending BN
-       input-gradient terms A, Bx (the block's channels) and their sums */
+    /* per part (part 0 for the whole batch): a batch norm's sums, its
+       backward's coefficients, and the dense layers' pending BN
+       input-gradient terms A, Bx (the block's channels; densenet.c) */
     double *part_defer[FID_POOL_MAX];
     /* a part's view of the network (NULL split: the whole batch) */
     struct dn_split *split;

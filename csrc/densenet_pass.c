@@ -194,49 +194,6 @@ static void bn_relu_apply(fid_densenet *net, const bn_ref *r, float *out, const 
 
 /* backward of relu(bn(in)) from dout = dL/d(its output); din is written
    (overwrite) or added to; the ReLU mask is re-derived from in */
-static void bn_relu_backward(fid_densenet *net, const bn_ref *r, float *din, size_t din_ns,
-                             int overwrite, const float *dout, size_t dout_ns, const float *in,
-                             size_t in_ns, size_t n, size_t H, size_t W)
-{
-    char err[FID_ERRMAX];
-    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
-                               .out_nstride = dout_ns, .din_nstride = din_ns ? din_ns : in_ns,
-                               .dout_nstride = dout_ns, .eps = net->cfg.bn_eps,
-                               .momentum = net->cfg.bn_momentum, .din_overwrite = overwrite,
-                               .pool = net->pool};
-    fid_batchnorm2d_check(&s, err);
-    if (!net->split) {
-        fid_batchnorm2d_relu_backward(din, G(net, r->w), G(net, r->b), dout, in, P(net, r->w), P(net, r->b),
-                                      r->mean, r->invstd, &s, 1);
-        return;
-    }
-    /* the batch's sums, then each part its images; part 0 the parameters' */
-    const dn_split *sp = net->split;
-    double *mine = split_slot(net), *sum = net->part_cstat[net->part];
-    fid_batchnorm2d_relu_grad_sums(mine, mine + r->C, dout, in, P(net, r->w), P(net, r->b), r->mean, r->invstd,
-                                   &s);
-    split_sync(net);
-    for (size_t c = 0; c < 2 * r->C; c++) {
-        double acc = 0.0;
-        for (int t = 0; t < sp->parts; t++) acc += split_peer(net, t)[c];
-        sum[c] = acc;
-    }
-    s.stat_n = sp->n;
-    fid_batchnorm2d_relu_backward_with(din, net->part ? NULL : G(net, r->w), net->part ? NULL : G(net, r->b),
-                                       dout, in, P(net, r->w), P(net, r->b), r->mean, r->invstd, sum,
-                                       sum + r->C, &s);
-}
-
-/* a dense layer's 1x1 convolution, reading the block's features (batch
-   stride: the block's) and writing its input gradient contiguous */
-static fid_conv2d_shape conv1_shape(const fid_densenet *net, const dblock *blk, const dlayer *ly, size_t n)
-{
-    const size_t hw = blk->H * blk->W, bw = (size_t)net->cfg.bottleneck * (size_t)net->cfg.growth;
-    fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, blk->ctot * hw, 0);
-    c1.din_nstride = ly->cin * hw;
-    return c1;
-}
-
 /* batch norm r as a convolution applies it to what it reads: by the
    statistics of this training batch (in the forward, a part other than
    the first keeps its copy in bn_scratch), or by the running ones */
@@ -254,6 +211,97 @@ static fid_bn_eval bn_fused(fid_densenet *net, const bn_ref *r, int tr, int forw
         bn.invstd = r->invstd;
     }
     return bn;
+}
+
+/* the batch's sums of n values per channel (C channels, 2 C doubles) from
+   this part's `mine`: on a split batch every part's, added in part order
+   after a barrier */
+static const double *batch_sums(fid_densenet *net, double *mine, size_t C)
+{
+    if (!net->split) return mine;
+    const dn_split *sp = net->split;
+    double *sum = net->part_cstat[net->part];
+    split_sync(net);
+    for (size_t c = 0; c < 2 * C; c++) {
+        double acc = 0.0;
+        for (int t = 0; t < sp->parts; t++) acc += split_peer(net, t)[c];
+        sum[c] = acc;
+    }
+    return sum;
+}
+
+/* where a part's sums for the next barrier go: its slot on a split
+   batch, else the part_defer scratch */
+static double *sums_out(const fid_densenet *net)
+{
+    return net->split ? split_slot(net) : net->part_defer[net->part];
+}
+
+/* the batch's image count (the whole batch's on a split one) */
+static size_t batch_n(const fid_densenet *net, size_t n)
+{
+    return net->split ? net->split->n : n;
+}
+
+static fid_batchnorm2d_shape bn_relu_shape(const fid_densenet *net, const bn_ref *r, size_t din_ns, int overwrite,
+                                           size_t dout_ns, size_t in_ns, size_t n, size_t H, size_t W)
+{
+    char err[FID_ERRMAX];
+    fid_batchnorm2d_shape s = {.N = n, .C = r->C, .H = H, .W = W, .in_nstride = in_ns,
+                               .out_nstride = dout_ns, .din_nstride = din_ns ? din_ns : in_ns,
+                               .dout_nstride = dout_ns, .eps = net->cfg.bn_eps,
+                               .momentum = net->cfg.bn_momentum, .din_overwrite = overwrite,
+                               .pool = net->pool};
+    fid_batchnorm2d_check(&s, err);
+    return s;
+}
+
+/* the coefficients (6 C floats, into coef) of relu(bn(in))'s input
+   gradient from dout, for a reader that applies them
+   (fid_bn_relu_backward_row); part 0 adds r's parameter gradients */
+static void bn_relu_backward_coeffs(fid_densenet *net, const bn_ref *r, float *coef, const float *dout,
+                                    const float *in, size_t n, size_t H, size_t W)
+{
+    fid_batchnorm2d_shape s = bn_relu_shape(net, r, 0, 1, 0, 0, n, H, W);
+    double *mine = sums_out(net);
+    fid_batchnorm2d_relu_grad_sums(mine, mine + r->C, dout, in, P(net, r->w), P(net, r->b), r->mean, r->invstd,
+                                   &s);
+    const double *sum = batch_sums(net, mine, r->C);
+    const fid_bn_eval bn = bn_fused(net, r, 1, 0);
+    fid_bn_relu_backward_coeffs(coef, net->part ? NULL : G(net, r->w), net->part ? NULL : G(net, r->b), sum,
+                                sum + r->C, &bn, r->C, (double)batch_n(net, n) * (double)(H * W));
+}
+
+static void bn_relu_backward(fid_densenet *net, const bn_ref *r, float *din, size_t din_ns,
+                             int overwrite, const float *dout, size_t dout_ns, const float *in,
+                             size_t in_ns, size_t n, size_t H, size_t W)
+{
+    fid_batchnorm2d_shape s = bn_relu_shape(net, r, din_ns, overwrite, dout_ns, in_ns, n, H, W);
+    if (!net->split) {
+        fid_batchnorm2d_relu_backward(din, G(net, r->w), G(net, r->b), dout, in, P(net, r->w), P(net, r->b),
+                                      r->mean, r->invstd, &s, 1);
+        return;
+    }
+    /* the batch's sums, then each part its images; part 0 the parameters' */
+    const dn_split *sp = net->split;
+    double *mine = split_slot(net);
+    fid_batchnorm2d_relu_grad_sums(mine, mine + r->C, dout, in, P(net, r->w), P(net, r->b), r->mean, r->invstd,
+                                   &s);
+    const double *sum = batch_sums(net, mine, r->C);
+    s.stat_n = sp->n;
+    fid_batchnorm2d_relu_backward_with(din, net->part ? NULL : G(net, r->w), net->part ? NULL : G(net, r->b),
+                                       dout, in, P(net, r->w), P(net, r->b), r->mean, r->invstd, sum,
+                                       sum + r->C, &s);
+}
+
+/* a dense layer's 1x1 convolution, reading the block's features (batch
+   stride: the block's) and writing its input gradient contiguous */
+static fid_conv2d_shape conv1_shape(const fid_densenet *net, const dblock *blk, const dlayer *ly, size_t n)
+{
+    const size_t hw = blk->H * blk->W, bw = (size_t)net->cfg.bottleneck * (size_t)net->cfg.growth;
+    fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, blk->ctot * hw, 0);
+    c1.din_nstride = ly->cin * hw;
+    return c1;
 }
 
 /* layer ly's bottleneck output kept for backward: this part's images */
@@ -618,36 +666,27 @@ static void head_backward(fid_densenet *net, const float *dout, size_t n)
    straight into the block's feature gradient while the rest (affine in
    the features, from the batch's sums) is added to A and Bx, applied once
    every layer reading a channel has added its own */
-static void conv1_backward(fid_densenet *net, dblock *blk, const dlayer *ly, double *A, double *Bx, size_t n)
+static void conv1_backward(fid_densenet *net, dblock *blk, const dlayer *ly, const fid_bn_back *dyb, double *A,
+                           double *Bx, size_t n)
 {
     const size_t hw = blk->H * blk->W, C = ly->cin;
     fid_conv2d_shape c1 = conv1_shape(net, blk, ly, n);
     c1.din_nstride = blk->ctot * hw;
     c1.din_overwrite = 0;
     fid_bn_eval bn1 = bn_fused(net, &ly->n1, 1, 0);
-    double *sum = net->part_defer[net->part], *mine = net->split ? split_slot(net) : sum;
-    fid_conv2d_backward_bnrelu(blk->dbuf, grad_of(net, G(net, ly->conv1), net->ptab[ly->conv1].numel), net->s2,
-                               blk->buf, P(net, ly->conv1), &c1, net->ws, &bn1, mine, mine + C);
-    double m = (double)n * (double)hw;
-    if (net->split) {
-        /* the batch's sums, added in part order */
-        const dn_split *sp = net->split;
-        split_sync(net);
-        for (size_t c = 0; c < 2 * C; c++) {
-            double acc = 0.0;
-            for (int t = 0; t < sp->parts; t++) acc += split_peer(net, t)[c];
-            sum[c] = acc;
-        }
-        m = (double)sp->n * (double)hw;
-    }
+    double *mine = sums_out(net);
+    fid_conv2d_backward_bnrelu(blk->dbuf, grad_of(net, G(net, ly->conv1), net->ptab[ly->conv1].numel), net->s3,
+                               blk->buf, P(net, ly->conv1), &c1, net->ws, &bn1, mine, mine + C, dyb);
+    const double *sum = batch_sums(net, mine, C);
     fid_bn_relu_defer(A, Bx, net->part ? NULL : G(net, ly->n1.w), net->part ? NULL : G(net, ly->n1.b), sum, sum + C,
-                      &bn1, C, m);
+                      &bn1, C, (double)batch_n(net, n) * (double)hw);
 }
 
 static void block_backward(fid_densenet *net, dblock *blk, size_t n)
 {
     const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
-    double *A = net->part_defer[net->part] + 2 * net->stat_max, *Bx = A + blk->ctot;
+    float *coef = (float *)(net->part_defer[net->part] + 2 * net->stat_max);
+    double *A = net->part_defer[net->part] + 5 * net->stat_max, *Bx = A + blk->ctot;
     memset(A, 0, 2 * blk->ctot * sizeof *A);
     for (int l = blk->L - 1; l >= 0; l--) {
         dlayer *ly = &blk->layers[l];
@@ -666,8 +705,10 @@ static void block_backward(fid_densenet *net, dblock *blk, size_t n)
             bn_relu_apply(net, &ly->n2, net->s2, y1, 0, n, blk->H, blk->W);
             fid_conv2d_backward(net->s3, dw2, NULL, dy2, net->s2, P(net, ly->conv2), &c2, net->ws);
         }
-        bn_relu_backward(net, &ly->n2, net->s2, 0, 1, net->s3, 0, y1, 0, n, blk->H, blk->W);
-        conv1_backward(net, blk, ly, A, Bx, n);
+        /* bn2's input gradient is computed as conv1's backward reads it */
+        bn_relu_backward_coeffs(net, &ly->n2, coef, net->s3, y1, n, blk->H, blk->W);
+        const fid_bn_back dyb = {.coef = coef, .x = y1, .x_nstride = ly->n2.C * hw};
+        conv1_backward(net, blk, ly, &dyb, A, Bx, n);
         /* the channels no earlier layer reads have all their terms now */
         const size_t c0 = l ? blk->layers[l - 1].cin : 0;
         fid_bn_defer_apply(blk->dbuf + c0 * hw, ns, blk->buf + c0 * hw, ns, A + c0, Bx + c0, n, ly->cin - c0, hw,

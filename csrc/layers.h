@@ -162,10 +162,18 @@ void fid_conv2d_forward_bn(float *out, const float *in, const float *w, const fl
    dz, dz the gradient reaching relu(bn(in)) masked by the ReLU, computed
    a group of images at a time while it is in cache; sdz, sdzxm (C each)
    = sum(dz), sum(dz * (in - mean)) over the batch, for fid_bn_relu_defer.
-   Workspace: fid_conv2d_workspace_bn floats. */
+   With dyb, the output is itself followed by relu(bn(output)) and dout is
+   the gradient reaching that: dy is its backward (coef from
+   fid_bn_relu_backward_coeffs, x = the convolution's output, images
+   x_nstride apart), computed as it is read. Workspace:
+   fid_conv2d_workspace_bn floats. */
+typedef struct fid_bn_back {
+    const float *coef, *x;
+    size_t x_nstride;
+} fid_bn_back;
 void fid_conv2d_backward_bnrelu(float *din, float *dw, const float *dout, const float *in, const float *w,
                                 const fid_conv2d_shape *s, float *workspace, const fid_bn_eval *bn, double *sdz,
-                                double *sdzxm);
+                                double *sdzxm, const fid_bn_back *dyb);
 /* winograd.c: whether s is a 3x3 stride-1 padding-1 convolution; the
    floats of workspace fid_winograd_forward needs; out (=, or += with add)
    the convolution of in with w (+ b) by F(4x4, 3x3) when s->algo is
@@ -308,6 +316,15 @@ void fid_bn_relu_grad_rows(float *din, size_t din_ns, const float *g, size_t g_n
                            double *sdzxm);
 void fid_bn_relu_defer(double *A, double *Bx, float *dgamma, float *dbeta, const double *sdz,
                        const double *sdzxm, const fid_bn_eval *bn, size_t C, double m);
+/* relu(bn(x))'s training input gradient as a function of the batch's
+   sums (fid_batchnorm2d_relu_grad_sums): fid_bn_relu_backward_coeffs
+   writes coef (6 C) and adds dgamma, dbeta (NULL: left);
+   fid_bn_relu_backward_row computes channel c's din (n) from dy and x,
+   bitwise fid_batchnorm2d_relu_backward_with's */
+void fid_bn_relu_backward_coeffs(float *coef, float *dgamma, float *dbeta, const double *sdy,
+                                 const double *sdyxm, const fid_bn_eval *bn, size_t C, double m);
+void fid_bn_relu_backward_row(float *din, const float *dy, const float *x, size_t n, const float *coef, size_t C,
+                              size_t c);
 void fid_bn_defer_apply(float *din, size_t din_ns, const float *x, size_t x_ns, const double *A, const double *Bx,
                         size_t N, size_t C, size_t hw, fid_pool *pool);
 
