@@ -201,7 +201,7 @@ static inline void st4(float *p, v4 x)
 #define SEG_COLS (4 * SEG + 8)
 
 /* one tile, its patch at column k of the buffered rows (F(2x2, 3x3)) */
-static void input_tile2(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
+static void input_tile2(float *v, size_t ld, float *const *rows, size_t k)
 {
     float d[4][4];
     for (int r = 0; r < 4; r++)
@@ -210,7 +210,7 @@ static void input_tile2(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
 }
 
 /* four tiles side by side, the first one's patch at column k */
-static void input_tiles2(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
+static void input_tiles2(float *v, size_t ld, float *const *rows, size_t k)
 {
     const v4i even = {0, 2, 4, 6}, odd = {1, 3, 5, 7};
     v4 d[4][4];
@@ -226,7 +226,7 @@ static void input_tiles2(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
     INPUT_TRANSFORM2(v4, d, v, ld, STORE4);
 }
 
-static void input_tile4(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
+static void input_tile4(float *v, size_t ld, float *const *rows, size_t k)
 {
     float d[6][6];
     for (int r = 0; r < 6; r++)
@@ -246,7 +246,7 @@ static inline void transpose4(v4 out[4], v4 x0, v4 x1, v4 x2, v4 x3)
     out[3] = __builtin_shuffle(t2, t3, second);
 }
 
-static void input_tiles4(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
+static void input_tiles4(float *v, size_t ld, float *const *rows, size_t k)
 {
     v4 d[6][6];
     for (int r = 0; r < 6; r++) {
@@ -264,12 +264,12 @@ static void input_tiles4(float *v, size_t ld, float (*rows)[SEG_COLS], size_t k)
 }
 
 /* walks the chunk's tiles one run (the part of a tile row) at a time:
-   calls fn(j, item, t, img, oy, tx0, tx1) for tiles t.. of image img,
-   first output row oy, tile columns tx0 .. tx1 - 1 */
+   calls fn(j, item, t, img, oy, tx0, tx1, st) for tiles t.. of image img,
+   first output row oy, tile columns tx0 .. tx1 - 1; st is the caller's */
 typedef void (*run_fn)(const wino_job *j, size_t item, size_t t, size_t img, size_t oy, size_t tx0,
-                       size_t tx1);
+                       size_t tx1, void *st);
 
-static void for_runs(const wino_job *j, size_t item, run_fn fn)
+static void for_runs(const wino_job *j, size_t item, run_fn fn, void *st)
 {
     const fid_conv2d_shape *s = j->s;
     const size_t m = j->m, tw = (s->OW + m - 1) / m, th = (s->OH + m - 1) / m;
@@ -277,7 +277,7 @@ static void for_runs(const wino_job *j, size_t item, run_fn fn)
     while (t < j->nt) {
         const size_t g = j->t0 + t, img = g / (th * tw), ty = g / tw % th, tx = g % tw;
         const size_t len = tw - tx < j->nt - t ? tw - tx : j->nt - t;
-        fn(j, item, t, img, m * ty, tx, tx + len);
+        fn(j, item, t, img, m * ty, tx, tx + len, st);
         t += len;
     }
 }
@@ -307,25 +307,47 @@ static void fill_row(const wino_job *j, size_t c, const float *plane, size_t y, 
     for (; k < ncol; k++) row[k] = 0.0f;
 }
 
-static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t oy, size_t tx0, size_t tx1)
+/* the rows a channel's runs buffer, kept from one run to the next: a run
+   below the last one (same image and tile columns, one tile row down,
+   one segment) shares a - m of its rows, and those are not read and
+   normalised again */
+typedef struct run_rows {
+    float buf[6][SEG_COLS];
+    float *row[6];
+    size_t img, oy, tx0, tx1;
+    int valid;
+} run_rows;
+
+static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t oy, size_t tx0, size_t tx1,
+                      void *st)
 {
+    run_rows *rr = st;
     const fid_conv2d_shape *s = j->s;
     const size_t ld = j->nt, m = j->m, a = j->a;
     const float *plane = j->src + img * s->in_nstride + c * s->H * s->W;
     float *v = j->V + c * j->xs * ld + t;
-    float buf[6][SEG_COLS];
+    size_t keep = 0;
+    if (rr->valid && rr->img == img && rr->tx0 == tx0 && rr->tx1 == tx1 && rr->oy + m == oy) {
+        /* rows m .. a - 1 of the last run are rows 0 .. a - m - 1 of this one */
+        float *old[6];
+        memcpy(old, rr->row, sizeof old);
+        keep = a - m;
+        for (size_t r = 0; r < a; r++) rr->row[r] = old[(r + m) % a];
+    }
+    rr->valid = tx1 - tx0 <= SEG;
+    rr->img = img, rr->oy = oy, rr->tx0 = tx0, rr->tx1 = tx1;
     for (size_t g = tx0; g < tx1; g += SEG) {
         const size_t len = tx1 - g < SEG ? tx1 - g : SEG;
-        /* buf[r][k] = the plane's row oy - 1 + r, column m g - 1 + k; the
+        /* row r = the plane's row oy - 1 + r, column m g - 1 + k; the
            four-tile loads read up to 2 columns past the last patch */
-        for (size_t r = 0; r < a; r++) fill_row(j, c, plane, oy + r, m * g, m * len + 4, buf[r]);
+        for (size_t r = keep; r < a; r++) fill_row(j, c, plane, oy + r, m * g, m * len + 4, rr->row[r]);
         size_t i = 0;
         if (m == 4) {
-            for (; i + 4 <= len; i += 4) input_tiles4(v + i, ld, buf, 4 * i);
-            for (; i < len; i++) input_tile4(v + i, ld, buf, 4 * i);
+            for (; i + 4 <= len; i += 4) input_tiles4(v + i, ld, rr->row, 4 * i);
+            for (; i < len; i++) input_tile4(v + i, ld, rr->row, 4 * i);
         } else {
-            for (; i + 4 <= len; i += 4) input_tiles2(v + i, ld, buf, 2 * i);
-            for (; i < len; i++) input_tile2(v + i, ld, buf, 2 * i);
+            for (; i + 4 <= len; i += 4) input_tiles2(v + i, ld, rr->row, 2 * i);
+            for (; i < len; i++) input_tile2(v + i, ld, rr->row, 2 * i);
         }
         v += len;
     }
@@ -334,7 +356,12 @@ static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t 
 /* item = input channel c: its transformed patches for the chunk's tiles */
 static void input_job(void *ctx, size_t c0, size_t c1)
 {
-    for (size_t c = c0; c < c1; c++) for_runs(ctx, c, input_run);
+    run_rows rr;
+    for (size_t c = c0; c < c1; c++) {
+        for (int r = 0; r < 6; r++) rr.row[r] = rr.buf[r];
+        rr.valid = 0;
+        for_runs(ctx, c, input_run, &rr);
+    }
 }
 
 /* F(2x2, 3x3): A^T m A (+ bias) of the products m[xi * ld]: y[r][q] for
@@ -379,8 +406,10 @@ static void input_job(void *ctx, size_t c0, size_t c1)
         }                                                                                                \
     } while (0)
 
-static void output_run(const wino_job *j, size_t o, size_t t, size_t img, size_t oy, size_t tx0, size_t tx1)
+static void output_run(const wino_job *j, size_t o, size_t t, size_t img, size_t oy, size_t tx0, size_t tx1,
+                       void *st)
 {
+    (void)st;
     const fid_conv2d_shape *s = j->s;
     const size_t OH = s->OH, OW = s->OW, ld = j->nt, m = j->m;
     const float *mp = j->M + o * j->xs * ld + t;
@@ -444,7 +473,7 @@ static void output_run(const wino_job *j, size_t o, size_t t, size_t img, size_t
 /* item = output channel o: the chunk's output tiles */
 static void output_job(void *ctx, size_t o0, size_t o1)
 {
-    for (size_t o = o0; o < o1; o++) for_runs(ctx, o, output_run);
+    for (size_t o = o0; o < o1; o++) for_runs(ctx, o, output_run, NULL);
 }
 
 /* item = xi: M[xi] = U[xi] @ V[xi], one BLAS call each */
@@ -502,8 +531,9 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
 /* item = output channel o: dM = A dy A^T of the chunk's tiles (dy 0 past
    the map's edge) */
 static void grad_output_run(const wino_job *j, size_t o, size_t t, size_t img, size_t oy, size_t tx0,
-                            size_t tx1)
+                            size_t tx1, void *st)
 {
+    (void)st;
     const fid_conv2d_shape *s = j->s;
     const size_t OH = s->OH, OW = s->OW, ld = j->nt;
     const float *plane = j->src + img * s->dout_nstride + o * OH * OW;
@@ -534,7 +564,7 @@ static void grad_output_run(const wino_job *j, size_t o, size_t t, size_t img, s
 
 static void grad_output_job(void *ctx, size_t o0, size_t o1)
 {
-    for (size_t o = o0; o < o1; o++) for_runs(ctx, o, grad_output_run);
+    for (size_t o = o0; o < o1; o++) for_runs(ctx, o, grad_output_run, NULL);
 }
 
 /* item = xi: dU[xi] (+)= dM[xi] @ V[xi]^T, one BLAS call each */
