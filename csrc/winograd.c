@@ -85,6 +85,13 @@ size_t fid_winograd_workspace(const fid_conv2d_shape *s)
    transform_weights */
 static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 
+typedef double wd2 __attribute__((vector_size(16)));
+
+static inline wd2 wd2_of(double x)
+{
+    return (wd2){x, x};
+}
+
 /* U[xi] (OC, C) = G g G^T for every kernel g = w[o][c] (3x3), stored at
    U[(o * a^2 + xi) * C + c]: the a^2 values of one kernel C floats apart */
 static void transform_weights(float *U, const float *w, size_t OC, size_t C, size_t m)
@@ -96,15 +103,24 @@ static void transform_weights(float *U, const float *w, size_t OC, size_t C, siz
     const size_t a = m + 2, xs = a * a;
     const double(*G)[3] = m == 4 ? G4 : G2;
     for (size_t o = 0; o < OC; o++)
-        for (size_t c = 0; c < C; c++) {
-            const float *g = w + (o * C + c) * 9;
-            double t[6][3];
+        /* two kernels at a time (the last alone when C is odd), each lane
+           the operations of one kernel in a fixed order */
+        for (size_t c = 0; c < C; c += 2) {
+            const int two = c + 1 < C;
+            const float *g0 = w + (o * C + c) * 9, *g1 = two ? g0 + 9 : g0;
+            wd2 t[6][3];
             for (size_t i = 0; i < a; i++)
-                for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+                for (int j = 0; j < 3; j++) {
+                    const wd2 x0 = {g0[j], g1[j]}, x1 = {g0[3 + j], g1[3 + j]}, x2 = {g0[6 + j], g1[6 + j]};
+                    t[i][j] = wd2_of(G[i][0]) * x0 + wd2_of(G[i][1]) * x1 + wd2_of(G[i][2]) * x2;
+                }
             for (size_t i = 0; i < a; i++)
-                for (size_t k = 0; k < a; k++)
-                    U[(o * xs + i * a + k) * C + c] =
-                        (float)(t[i][0] * G[k][0] + t[i][1] * G[k][1] + t[i][2] * G[k][2]);
+                for (size_t k = 0; k < a; k++) {
+                    const wd2 u = t[i][0] * wd2_of(G[k][0]) + t[i][1] * wd2_of(G[k][1]) + t[i][2] * wd2_of(G[k][2]);
+                    float *d = U + (o * xs + i * a + k) * C + c;
+                    d[0] = (float)u[0];
+                    if (two) d[1] = (float)u[1];
+                }
         }
 }
 
