@@ -219,12 +219,62 @@ static void copy_even(float *dst, const float *src, size_t n, const float *end)
     for (; i < n; i++) dst[i] = src[2 * i];
 }
 
+/* dst[i] = src[i] (src NULL: 0), i < n, inline: a call to memcpy or
+   memset per row of a small map cost more than the copy */
+static inline void copy_row(float *dst, const float *src, size_t n)
+{
+    const cv4 zero = {0.0f, 0.0f, 0.0f, 0.0f};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        cv4 v = zero;
+        if (src) memcpy(&v, src + i, sizeof v);
+        memcpy(dst + i, &v, sizeof v);
+    }
+    /* unrolled: a loop here would be compiled back into a call */
+    if (i + 2 <= n) {
+        dst[i] = src ? src[i] : 0.0f;
+        dst[i + 1] = src ? src[i + 1] : 0.0f;
+        i += 2;
+    }
+    if (i < n) dst[i] = src ? src[i] : 0.0f;
+}
+
+/* im2col_channel for the 3x3 stride-1 padding-1 kernel (DenseNet's),
+   on maps up to 64 wide: each input row serves three taps, shifted by
+   one column */
+static void im2col_channel3(float *col, size_t ld, const float *plane, size_t H, size_t W)
+{
+    for (size_t kh = 0; kh < 3; kh++) {
+        float *d0 = col + 3 * kh * ld, *d1 = d0 + ld, *d2 = d1 + ld;
+        for (size_t oh = 0; oh < H; oh++, d0 += W, d1 += W, d2 += W) {
+            const size_t ih = oh + kh; /* + 1 */
+            if (ih < 1 || ih > H) {
+                copy_row(d0, NULL, W);
+                copy_row(d1, NULL, W);
+                copy_row(d2, NULL, W);
+                continue;
+            }
+            const float *row = plane + (ih - 1) * W;
+            d0[0] = 0.0f;
+            copy_row(d0 + 1, row, W - 1);
+            copy_row(d1, row, W);
+            copy_row(d2, row + 1, W - 1);
+            d2[W - 1] = 0.0f;
+        }
+    }
+}
+
 /* col (KH*KW rows, ld apart; OH*OW used): row (kh, kw) holds, for every
    output pixel, the pixel of `plane` (H, W) under kernel tap (kh, kw), or 0
    in the padding */
 static void im2col_channel(float *col, size_t ld, const float *plane, const fid_conv2d_shape *s)
 {
     const size_t H = s->H, W = s->W, OH = s->OH, OW = s->OW;
+    if (s->KH == 3 && s->KW == 3 && s->stride_h == 1 && s->stride_w == 1 && s->pad_h == 1 && s->pad_w == 1 &&
+        W <= 64) {
+        im2col_channel3(col, ld, plane, H, W);
+        return;
+    }
     const ptrdiff_t ph = (ptrdiff_t)s->pad_h, pw = (ptrdiff_t)s->pad_w;
     const ptrdiff_t sh = (ptrdiff_t)s->stride_h, sw = (ptrdiff_t)s->stride_w;
     for (size_t kh = 0; kh < s->KH; kh++) {
