@@ -369,11 +369,72 @@ static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t 
     }
 }
 
+/* Maps under four tiles wide (4x4 and 8x8 with F(4x4, 3x3), 4x4 with
+   F(2x2, 3x3)) have runs too short for four tiles side by side: there
+   the chunk's images are padded (and normalised) whole, once per channel,
+   and four consecutive tiles, across rows and images, are transformed at
+   a time. */
+#define SMALL_PAD 8192
+
+/* channel c's patches of the chunk by whole padded images; 0 when they
+   do not fit the buffer (the caller walks runs instead) */
+static int input_small(const wino_job *j, size_t c)
+{
+    const fid_conv2d_shape *s = j->s;
+    const size_t m = j->m, a = j->a, ld = j->nt;
+    const size_t tw = (s->OW + m - 1) / m, th = (s->OH + m - 1) / m, per = tw * th;
+    const size_t PH = m * th + 2, PW = m * tw + 2;
+    const size_t img0 = j->t0 / per, img1 = (j->t0 + j->nt - 1) / per + 1;
+    float pad[SMALL_PAD];
+    if ((img1 - img0) * PH * PW > SMALL_PAD) return 0;
+    /* pad's row y of image i = the plane's row y - 1, columns -1 .. PW - 2 */
+    for (size_t i = img0; i < img1; i++)
+        for (size_t y = 0; y < PH; y++)
+            fill_row(j, c, j->src + i * s->in_nstride + c * s->H * s->W, y, 0, PW, pad + ((i - img0) * PH + y) * PW);
+    float *v = j->V + c * j->xs * ld;
+    for (size_t t = 0; t < j->nt;) {
+        const float *p[4];
+        const size_t n = j->nt - t < 4 ? j->nt - t : 4;
+        for (size_t l = 0; l < 4; l++) {
+            /* a missing fourth lane repeats the last tile (not stored) */
+            const size_t g = j->t0 + t + (l < n ? l : n - 1), i = g / per, ty = g % per / tw, tx = g % tw;
+            p[l] = pad + ((i - img0) * PH + m * ty) * PW + m * tx;
+        }
+        if (n < 4) {
+            for (size_t l = 0; l < n; l++) {
+                float *rows[6];
+                for (size_t r = 0; r < a; r++) rows[r] = (float *)p[l] + r * PW;
+                if (m == 4)
+                    input_tile4(v + t + l, ld, rows, 0);
+                else
+                    input_tile2(v + t + l, ld, rows, 0);
+            }
+        } else if (m == 4) {
+            v4 d[6][6];
+            for (size_t r = 0; r < 6; r++)
+                for (size_t q = 0; q < 6; q++)
+                    d[r][q] = (v4){p[0][r * PW + q], p[1][r * PW + q], p[2][r * PW + q], p[3][r * PW + q]};
+            INPUT_TRANSFORM4(v4, d, v + t, ld, STORE4);
+        } else {
+            v4 d[4][4];
+            for (size_t r = 0; r < 4; r++)
+                for (size_t q = 0; q < 4; q++)
+                    d[r][q] = (v4){p[0][r * PW + q], p[1][r * PW + q], p[2][r * PW + q], p[3][r * PW + q]};
+            INPUT_TRANSFORM2(v4, d, v + t, ld, STORE4);
+        }
+        t += n;
+    }
+    return 1;
+}
+
 /* item = input channel c: its transformed patches for the chunk's tiles */
 static void input_job(void *ctx, size_t c0, size_t c1)
 {
+    const wino_job *j = ctx;
+    const size_t tw = (j->s->OW + j->m - 1) / j->m;
     run_rows rr;
     for (size_t c = c0; c < c1; c++) {
+        if (tw < 4 && input_small(j, c)) continue;
         for (int r = 0; r < 6; r++) rr.row[r] = rr.buf[r];
         rr.valid = 0;
         for_runs(ctx, c, input_run, &rr);
