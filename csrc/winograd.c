@@ -65,9 +65,19 @@ static size_t chunk_of(const fid_conv2d_shape *s)
     return t < most ? t : most;
 }
 
+/* the floats between one transformed position's tiles and the next's:
+   nt rounded up to an odd number of 64-byte lines, so that the a^2
+   streams a transform reads or writes fall in different cache sets (nt
+   floats apart, with nt a power of two, they share a few) */
+static size_t stride_of(size_t nt)
+{
+    size_t ld = (nt + 15) / 16 * 16;
+    return ld / 16 % 2 ? ld : ld + 16;
+}
+
 static size_t workspace_of(const fid_conv2d_shape *s)
 {
-    const size_t tb = chunk_of(s), a = tile_of(s) + 2, xs = a * a;
+    const size_t tb = stride_of(chunk_of(s)), a = tile_of(s) + 2, xs = a * a;
     /* U, V, M, and the input normalisation's coefficients */
     return xs * (s->OC * s->C + s->C * tb + s->OC * tb) + 3 * s->C;
 }
@@ -135,14 +145,16 @@ typedef struct wino_job {
     float *dU;         /* the weight gradient's products */
     size_t m, a, xs;   /* tile side, patch side, a^2 */
     size_t t0, nt;     /* the chunk: tiles t0 .. t0 + nt - 1 */
+    size_t ld;         /* V's and M's row length: stride_of(nt) */
     int add;           /* output: += instead of = */
 } wino_job;
 
 /* V holds channel c's a^2 transformed patches of tile t at
-   V[(c * a^2 + xi) * nt + t], M output channel o's products likewise:
+   V[(c * a^2 + xi) * ld + t], M output channel o's products likewise:
    each channel's data is one contiguous block, and the streams a
-   transform writes or reads are nt floats apart (not C * nt: those strides
-   are large powers of two, and the streams would share cache sets). */
+   transform writes or reads are ld floats apart (not C * ld: those
+   strides are large powers of two, and the streams would share cache
+   sets; see stride_of). */
 
 typedef float v4 __attribute__((vector_size(16)));
 typedef int v4i __attribute__((vector_size(16)));
@@ -339,7 +351,7 @@ static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t 
 {
     run_rows *rr = st;
     const fid_conv2d_shape *s = j->s;
-    const size_t ld = j->nt, m = j->m, a = j->a;
+    const size_t ld = j->ld, m = j->m, a = j->a;
     const float *plane = j->src + img * s->in_nstride + c * s->H * s->W;
     float *v = j->V + c * j->xs * ld + t;
     size_t keep = 0;
@@ -381,7 +393,7 @@ static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t 
 static int input_small(const wino_job *j, size_t c)
 {
     const fid_conv2d_shape *s = j->s;
-    const size_t m = j->m, a = j->a, ld = j->nt;
+    const size_t m = j->m, a = j->a, ld = j->ld;
     const size_t tw = (s->OW + m - 1) / m, th = (s->OH + m - 1) / m, per = tw * th;
     const size_t PH = m * th + 2, PW = m * tw + 2;
     const size_t img0 = j->t0 / per, img1 = (j->t0 + j->nt - 1) / per + 1;
@@ -488,7 +500,7 @@ static void output_run(const wino_job *j, size_t o, size_t t, size_t img, size_t
 {
     (void)st;
     const fid_conv2d_shape *s = j->s;
-    const size_t OH = s->OH, OW = s->OW, ld = j->nt, m = j->m;
+    const size_t OH = s->OH, OW = s->OW, ld = j->ld, m = j->m;
     const float *mp = j->M + o * j->xs * ld + t;
     float *plane = j->dst + img * s->out_nstride + o * OH * OW;
     const float bias = j->b ? j->b[o] : 0.0f;
@@ -558,10 +570,10 @@ static void product_job(void *ctx, size_t x0, size_t x1)
 {
     const wino_job *j = ctx;
     const fid_conv2d_shape *s = j->s;
-    const size_t nt = j->nt, xs = j->xs;
+    const size_t nt = j->nt, ld = j->ld, xs = j->xs;
     for (size_t xi = x0; xi < x1; xi++)
-        fid_gemm(0, 0, s->OC, nt, s->C, 1.0f, j->U + xi * s->C, xs * s->C, j->V + xi * nt, xs * nt, 0.0f,
-                 j->M + xi * nt, xs * nt);
+        fid_gemm(0, 0, s->OC, nt, s->C, 1.0f, j->U + xi * s->C, xs * s->C, j->V + xi * ld, xs * ld, 0.0f,
+                 j->M + xi * ld, xs * ld);
 }
 
 /* The pool threads the products, each a single-threaded BLAS call: BLAS
@@ -584,14 +596,15 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
                           const fid_conv2d_shape *s, float *workspace, int add, const fid_bn_eval *bn)
 {
     const size_t total = tiles_of(s), tb = chunk_of(s), m = tile_of(s), a = m + 2, xs = a * a;
-    float *U = workspace, *V = U + xs * s->OC * s->C, *M = V + xs * s->C * tb, *coef = M + xs * s->OC * tb;
+    const size_t tl = stride_of(tb);
+    float *U = workspace, *V = U + xs * s->OC * s->C, *M = V + xs * s->C * tl, *coef = M + xs * s->OC * tl;
     transform_weights(U, w, s->OC, s->C, m);
     if (bn) fid_bn_coefficients(coef, bn, s->C);
     const int blas_threads = hold_blas(s);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         wino_job j = {.s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
-                      .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .add = add};
+                      .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = add};
         fid_pool_for_work(s->pool, s->C, xs * s->C * nt, input_job, &j);
         run_products(s, xs, product_job, &j);
         fid_pool_for_work(s->pool, s->OC, xs * s->OC * nt, output_job, &j);
@@ -612,7 +625,7 @@ static void grad_output_run(const wino_job *j, size_t o, size_t t, size_t img, s
 {
     (void)st;
     const fid_conv2d_shape *s = j->s;
-    const size_t OH = s->OH, OW = s->OW, ld = j->nt;
+    const size_t OH = s->OH, OW = s->OW, ld = j->ld;
     const float *plane = j->src + img * s->dout_nstride + o * OH * OW;
     float *dm = j->M + o * 16 * ld + t;
     for (size_t tx = tx0; tx < tx1; tx++, dm++) {
@@ -649,9 +662,9 @@ static void grad_product_job(void *ctx, size_t x0, size_t x1)
 {
     const wino_job *j = ctx;
     const fid_conv2d_shape *s = j->s;
-    const size_t nt = j->nt;
+    const size_t nt = j->nt, ld = j->ld;
     for (size_t xi = x0; xi < x1; xi++)
-        fid_gemm(0, 1, s->OC, s->C, nt, 1.0f, j->M + xi * nt, 16 * nt, j->V + xi * nt, 16 * nt,
+        fid_gemm(0, 1, s->OC, s->C, nt, 1.0f, j->M + xi * ld, 16 * ld, j->V + xi * ld, 16 * ld,
                  j->add ? 1.0f : 0.0f, j->dU + xi * s->C, 16 * s->C);
 }
 
@@ -661,14 +674,15 @@ void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, con
     fid_conv2d_shape s2 = *s;
     s2.algo = FID_CONV_WINOGRAD; /* F(2x2, 3x3) */
     const size_t total = tiles_of(&s2), tb = chunk_of(&s2);
-    float *dU = workspace, *V = dU + 16 * s->OC * s->C, *dM = V + 16 * s->C * tb, *coef = dM + 16 * s->OC * tb;
+    const size_t tl = stride_of(tb);
+    float *dU = workspace, *V = dU + 16 * s->OC * s->C, *dM = V + 16 * s->C * tl, *coef = dM + 16 * s->OC * tl;
     if (bn) fid_bn_coefficients(coef, bn, s->C);
     const int blas_threads = hold_blas(s);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         /* the input's patches go to V; dout's tiles to dM; add: dU accumulates after the first chunk */
         wino_job j = {.s = &s2, .src = in, .bn = bn, .coef = coef, .dU = dU, .V = V, .M = dM, .m = 2, .a = 4,
-                      .xs = 16, .t0 = t0, .nt = nt, .add = t0 > 0};
+                      .xs = 16, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = t0 > 0};
         fid_pool_for_work(s->pool, s->C, 16 * s->C * nt, input_job, &j);
         j.src = dout;
         fid_pool_for_work(s->pool, s->OC, 16 * s->OC * nt, grad_output_job, &j);
