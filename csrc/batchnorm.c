@@ -153,8 +153,10 @@ typedef struct grad_in {
     int relu;
 } grad_in;
 
-/* l->a += g, l->b += g * (x - mu), g the gradient reaching the BN output */
-static void add_grad_sums(lanes *l, const grad_in *q, size_t n)
+/* l->a += g, l->b += g * (x - mu), g the gradient reaching the BN output;
+   with din, also din (+)= scale * g (BN + ReLU's per-image part of the
+   input gradient, in the same pass) */
+static void add_grad_sums(lanes *l, const grad_in *q, size_t n, float *din, int overwrite)
 {
     const vf4 vm = splat(q->mu), vs = splat(q->scale), vb = splat(q->bt);
     const vi4 nr = norelu_mask(q->relu);
@@ -167,13 +169,28 @@ static void add_grad_sums(lanes *l, const grad_in *q, size_t n)
         l->a1 += g1;
         l->b0 += g0 * lo2(xm);
         l->b1 += g1 * hi2(xm);
+        if (din) store4(din + i, overwrite ? vs * g : load4(din + i) + vs * g);
     }
     for (; i < n; i++) {
         const float xm = q->x[i] - q->mu;
         const float g = !q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f;
         l->a0[0] += g;
         l->b0[0] += (double)g * xm;
+        if (din) din[i] = overwrite ? q->scale * g : din[i] + q->scale * g;
     }
+}
+
+/* from a channel's sums over the batch (m values; k = gamma * invstd):
+   dgamma[c], dbeta[c] (NULL: left) += their terms, and the batch's terms
+   of the training input gradient k * g - ka - (x - mu) * kb */
+static void batch_terms(size_t c, double sdy, double sdyxm, float k, double is, double m, float *dgamma,
+                        float *dbeta, double *ka, double *kb)
+{
+    const double sdyx = sdyxm * is;
+    if (dgamma) dgamma[c] += (float)sdyx;
+    if (dbeta) dbeta[c] += (float)sdy;
+    *ka = k * (sdy / m);
+    *kb = k * is * (sdyx / m);
 }
 
 /* dx (+)= k * g - ka - (x - mu) * kb in training, k * g in eval; dx must
@@ -378,7 +395,7 @@ static void grad_sums(double *sdy, double *sdyxm, const bn_job *j, grad_in *q, s
     for (size_t n = 0; n < s->N; n++) {
         q->dy = j->dout + n * s->dout_nstride + c * hw;
         q->x = j->in + n * s->in_nstride + c * hw;
-        add_grad_sums(&l, q, hw);
+        add_grad_sums(&l, q, hw, NULL, 0);
     }
     *sdy = total(l.a0, l.a1);
     *sdyxm = total(l.b0, l.b1);
@@ -406,15 +423,14 @@ static void backward_channels(void *ctx, size_t c0, size_t c1)
                 continue;
             }
         }
-        const double sdyx = sdyxm * is;
-        if (j->dgamma) j->dgamma[c] += (float)sdyx;
-        if (j->dbeta) j->dbeta[c] += (float)sdy;
+        const float k = (float)(g * is);
+        double tka, tkb;
+        batch_terms(c, sdy, sdyxm, k, is, m, j->dgamma, j->dbeta, &tka, &tkb);
         if (!j->din) continue;
         /* training: dx = g * is * (dy - mean(dy) - xhat * mean(dy * xhat));
            eval: the statistics are constants, dx = g * is * dy */
-        const float k = (float)(g * is);
-        const float ka = j->training ? (float)(k * (sdy / m)) : 0.0f;
-        const float kb = j->training ? (float)(k * is * (sdyx / m)) : 0.0f;
+        const float ka = j->training ? (float)tka : 0.0f;
+        const float kb = j->training ? (float)tkb : 0.0f;
         for (size_t n = 0; n < s->N; n++) {
             q.dy = j->dout + n * s->dout_nstride + c * hw;
             q.x = j->in + n * s->in_nstride + c * hw;
@@ -481,33 +497,14 @@ void fid_bn_relu_grad_rows(float *din, size_t din_ns, const float *g, size_t g_n
                            size_t rows, size_t n, const fid_bn_eval *bn, size_t c, int overwrite, double *sdz,
                            double *sdzxm)
 {
-    float mu, scale, bt;
-    fid_bn_eval_coeffs(bn, c, &mu, &scale, &bt);
-    const vf4 vm = splat(mu), vs = splat(scale), vb = splat(bt);
-    const vi4 nr = norelu_mask(bn->relu);
+    grad_in q = {.relu = bn->relu};
+    fid_bn_eval_coeffs(bn, c, &q.mu, &q.scale, &q.bt);
     lanes l;
     memset(&l, 0, sizeof l);
     for (size_t r = 0; r < rows; r++) {
-        const float *gr = g + r * g_ns, *xr = x + r * x_ns;
-        float *dr = din + r * din_ns;
-        size_t i = 0;
-        for (; i + 4 <= n; i += 4) {
-            const vf4 xm = load4(xr + i) - vm;
-            const vf4 dz = keep_or_zero(load4(gr + i), relu_keep(xm * vs + vb, nr));
-            const vd2 d0 = lo2(dz), d1 = hi2(dz);
-            l.a0 += d0;
-            l.a1 += d1;
-            l.b0 += d0 * lo2(xm);
-            l.b1 += d1 * hi2(xm);
-            store4(dr + i, overwrite ? vs * dz : load4(dr + i) + vs * dz);
-        }
-        for (; i < n; i++) {
-            const float xm = xr[i] - mu;
-            const float dz = !bn->relu || xm * scale + bt > 0.0f ? gr[i] : 0.0f;
-            l.a0[0] += dz;
-            l.b0[0] += (double)dz * xm;
-            dr[i] = overwrite ? scale * dz : dr[i] + scale * dz;
-        }
+        q.dy = g + r * g_ns;
+        q.x = x + r * x_ns;
+        add_grad_sums(&l, &q, n, din + r * din_ns, overwrite);
     }
     *sdz += total(l.a0, l.a1);
     *sdzxm += total(l.b0, l.b1);
@@ -519,10 +516,8 @@ void fid_bn_relu_defer(double *A, double *Bx, float *dgamma, float *dbeta, const
     for (size_t c = 0; c < C; c++) {
         float mu, scale, bt;
         fid_bn_eval_coeffs(bn, c, &mu, &scale, &bt);
-        const double is = bn->invstd[c], k = scale, sdzx = sdzxm[c] * is;
-        if (dgamma) dgamma[c] += (float)sdzx;
-        if (dbeta) dbeta[c] += (float)sdz[c];
-        const double ka = k * (sdz[c] / m), kb = k * is * (sdzx / m);
+        double ka, kb;
+        batch_terms(c, sdz[c], sdzxm[c], scale, bn->invstd[c], m, dgamma, dbeta, &ka, &kb);
         /* - ka - (x - mu) * kb */
         A[c] += kb * (double)mu - ka;
         Bx[c] -= kb;
@@ -535,13 +530,11 @@ void fid_bn_relu_backward_coeffs(float *coef, float *dgamma, float *dbeta, const
     for (size_t c = 0; c < C; c++) {
         /* as backward_channels computes them */
         fid_bn_eval_coeffs(bn, c, coef + c, coef + C + c, coef + 2 * C + c);
-        const double is = bn->invstd[c], sdyx = sdyxm[c] * is;
-        if (dgamma) dgamma[c] += (float)sdyx;
-        if (dbeta) dbeta[c] += (float)sdy[c];
-        const float k = coef[C + c];
-        coef[3 * C + c] = k;
-        coef[4 * C + c] = (float)(k * (sdy[c] / m));
-        coef[5 * C + c] = (float)(k * is * (sdyx / m));
+        double ka, kb;
+        batch_terms(c, sdy[c], sdyxm[c], coef[C + c], bn->invstd[c], m, dgamma, dbeta, &ka, &kb);
+        coef[3 * C + c] = coef[C + c];
+        coef[4 * C + c] = (float)ka;
+        coef[5 * C + c] = (float)kb;
     }
 }
 
