@@ -339,7 +339,7 @@ typedef struct conv_job {
     int add;
     const float *coef;          /* gather: row r normalised by coef[r], [R + r], [2 R + r] */
     int relu;
-    const fid_bn_back *back;    /* gather_bnback: x at the group's first image */
+    const fid_bn_back *back;    /* gather: x at the group's first image */
 } conv_job;
 
 /* item = j * C + c: image j of the group, channel c */
@@ -383,16 +383,21 @@ static void col2im(float *x, size_t nstride, const float *col, size_t ld, size_t
     fid_pool_for_work(s->pool, g * s->C, g * s->C * s->KH * s->KW * s->OH * s->OW, col2im_job, &j);
 }
 
-/* item = j * R + r: row r of image j */
+/* item = j * R + r: row r of image j, copied, normalised (coef), or
+   (back) relu(bn)'s input gradient of it (coef: fid_bn_relu_backward_coeffs;
+   x's row the batch norm's input) */
 static void gather_job(void *ctx, size_t b, size_t e)
 {
     const conv_job *j = ctx;
+    const fid_bn_back *k = j->back;
     const size_t g = j->ld, L = j->L;
     for (size_t it = b; it < e; it++) {
         const size_t img = it / j->R, r = it % j->R;
         float *d = j->dst + r * g * L + img * L;
         const float *p = j->src + img * j->nstride + r * L;
-        if (j->coef)
+        if (k)
+            fid_bn_relu_backward_row(d, p, k->x + img * k->x_nstride + r * L, L, k->coef, j->R, r);
+        else if (j->coef)
             fid_bn_affine(d, p, L, j->coef[r], j->coef[j->R + r], j->coef[2 * j->R + r], j->relu);
         else
             memcpy(d, p, L * sizeof(float));
@@ -411,20 +416,6 @@ static void scatter_job(void *ctx, size_t b, size_t e)
             for (size_t i = 0; i < L; i++) d[i] += p[i];
         else
             memcpy(d, p, L * sizeof *d);
-    }
-}
-
-/* item = j * R + r: row r of image j, relu(bn)'s input gradient (coef:
-   fid_bn_relu_backward_coeffs) of src's row, x's row its input */
-static void gather_bnback_job(void *ctx, size_t b, size_t e)
-{
-    const conv_job *j = ctx;
-    const fid_bn_back *k = j->back;
-    const size_t g = j->ld, L = j->L;
-    for (size_t it = b; it < e; it++) {
-        const size_t img = it / j->R, r = it % j->R;
-        fid_bn_relu_backward_row(j->dst + r * g * L + img * L, j->src + img * j->nstride + r * L,
-                                 k->x + img * k->x_nstride + r * L, L, k->coef, j->R, r);
     }
 }
 
@@ -656,7 +647,7 @@ void fid_conv2d_backward_bnrelu(float *din, float *dw, const float *dout, const 
             const fid_bn_back at = {.coef = dyb->coef, .x = dyb->x + n0 * dyb->x_nstride, .x_nstride = dyb->x_nstride};
             conv_job j = {.dst = ybuf, .src = dyg, .ld = g, .nstride = s->dout_nstride, .R = s->OC, .L = ohw,
                           .back = &at};
-            fid_pool_for_work(s->pool, g * s->OC, 3 * g * s->OC * ohw, gather_bnback_job, &j);
+            fid_pool_for_work(s->pool, g * s->OC, 3 * g * s->OC * ohw, gather_job, &j);
             dyg = ybuf;
         } else if (g > 1) {
             gather(ybuf, dyg, s->dout_nstride, g, s->OC, ohw, s->pool);
