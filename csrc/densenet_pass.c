@@ -295,12 +295,12 @@ static void bn_relu_backward(fid_densenet *net, const bn_ref *r, float *din, siz
 }
 
 /* a dense layer's 1x1 convolution, reading the block's features (batch
-   stride: the block's) and writing its input gradient contiguous */
+   stride: the block's); its backward adds to the block's feature gradient */
 static fid_conv2d_shape conv1_shape(const fid_densenet *net, const dblock *blk, const dlayer *ly, size_t n)
 {
     const size_t hw = blk->H * blk->W, bw = (size_t)net->cfg.bottleneck * (size_t)net->cfg.growth;
     fid_conv2d_shape c1 = dn_conv_shape(net, n, ly->cin, blk->H, blk->W, bw, 1, 1, 0, blk->ctot * hw, 0);
-    c1.din_nstride = ly->cin * hw;
+    c1.din_overwrite = 0;
     return c1;
 }
 
@@ -671,8 +671,6 @@ static void conv1_backward(fid_densenet *net, dblock *blk, const dlayer *ly, con
 {
     const size_t hw = blk->H * blk->W, C = ly->cin;
     fid_conv2d_shape c1 = conv1_shape(net, blk, ly, n);
-    c1.din_nstride = blk->ctot * hw;
-    c1.din_overwrite = 0;
     fid_bn_eval bn1 = bn_fused(net, &ly->n1, 1, 0);
     double *mine = sums_out(net);
     fid_conv2d_backward_bnrelu(blk->dbuf, grad_of(net, G(net, ly->conv1), net->ptab[ly->conv1].numel), net->s3,
