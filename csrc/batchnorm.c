@@ -5,6 +5,7 @@
  * Every channel is one job item: its sums run in double over the N planes
  * of H*W contiguous floats in a fixed order, whatever the thread count.
  */
+#include "bnrow.h"
 #include "layers.h"
 
 #include <limits.h>
@@ -42,143 +43,7 @@ int fid_batchnorm2d_check(fid_batchnorm2d_shape *s, char *err)
     return FID_OK;
 }
 
-/* ---- per-plane loops ------------------------------------------------------
- * On GCC's and Clang's generic vectors of 4 floats / 2 doubles (SSE2 on
- * x86-64, NEON on arm64, scalar code where there is no SIMD). As plain
- * loops, -O2 leaves these passes scalar - its vectoriser may not reorder a
- * floating-point sum - and a scalar double sum waits on every addition's
- * latency: the backward ran 3x slower. Element i of a plane goes to lane
- * i % 4 of the accumulators (a tail of under 4 to lane 0); the lanes and
- * their final combination are fixed, so results never depend on the thread
- * count. */
-typedef float vf4 __attribute__((vector_size(16)));
-typedef double vd2 __attribute__((vector_size(16)));
-typedef int vi4 __attribute__((vector_size(16)));
-
-static vf4 load4(const float *p)
-{
-    vf4 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static void store4(float *p, vf4 v)
-{
-    memcpy(p, &v, sizeof v);
-}
-
-static vf4 splat(float x)
-{
-    return (vf4){x, x, x, x};
-}
-
-static vd2 lo2(vf4 v)
-{
-    return (vd2){v[0], v[1]};
-}
-
-static vd2 hi2(vf4 v)
-{
-    return (vd2){v[2], v[3]};
-}
-
-/* v where keep (all bits set), else +0 */
-static vf4 keep_or_zero(vf4 v, vi4 keep)
-{
-    return (vf4)((vi4)v & keep);
-}
-
-/* ReLU's test v > 0 (false for NaN), or all lanes kept when !relu */
-static vi4 relu_keep(vf4 v, vi4 norelu)
-{
-    return (v > splat(0.0f)) | norelu;
-}
-
-static vi4 norelu_mask(int relu)
-{
-    const int m = relu ? 0 : -1;
-    return (vi4){m, m, m, m};
-}
-
-/* double accumulators: lanes 0-1 in a0, 2-3 in a1 (b likewise) */
-typedef struct lanes {
-    vd2 a0, a1, b0, b1;
-} lanes;
-
-static double total(vd2 lo, vd2 hi)
-{
-    return (lo[0] + lo[1]) + (hi[0] + hi[1]);
-}
-
-/* l->a += x - k, l->b += (x - k)^2: exact in double (float differences,
-   their squares within 53 bits), rounded only as they are added */
-static void add_shifted(lanes *l, const float *x, size_t n, double k)
-{
-    const vd2 vk = {k, k};
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const vf4 v = load4(x + i);
-        const vd2 d0 = lo2(v) - vk, d1 = hi2(v) - vk;
-        l->a0 += d0;
-        l->a1 += d1;
-        l->b0 += d0 * d0;
-        l->b1 += d1 * d1;
-    }
-    for (; i < n; i++) {
-        const double d = x[i] - k;
-        l->a0[0] += d;
-        l->b0[0] += d * d;
-    }
-}
-
-/* y = (x - mu) * scale + bt, then `v > 0 ? v : 0` when relu (the exact
-   test the backward's mask repeats); y may be x */
-void fid_bn_affine(float *y, const float *x, size_t n, float mu, float scale, float bt, int relu)
-{
-    const vf4 vm = splat(mu), vs = splat(scale), vb = splat(bt);
-    const vi4 nr = norelu_mask(relu);
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const vf4 v = (load4(x + i) - vm) * vs + vb;
-        store4(y + i, relu ? keep_or_zero(v, relu_keep(v, nr)) : v);
-    }
-    for (; i < n; i++) y[i] = fid_bn_affine1(x[i], mu, scale, bt, relu);
-}
-
-/* the gradient reaching the BN output: dy, or 0 where the ReLU after it
-   stopped the recomputed pre-activation (x - mu) * scale + bt */
-typedef struct grad_in {
-    const float *dy, *x;
-    float mu, scale, bt;
-    int relu;
-} grad_in;
-
-/* l->a += g, l->b += g * (x - mu), g the gradient reaching the BN output;
-   with din, also din (+)= scale * g (BN + ReLU's per-image part of the
-   input gradient, in the same pass) */
-static void add_grad_sums(lanes *l, const grad_in *q, size_t n, float *din, int overwrite)
-{
-    const vf4 vm = splat(q->mu), vs = splat(q->scale), vb = splat(q->bt);
-    const vi4 nr = norelu_mask(q->relu);
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const vf4 xm = load4(q->x + i) - vm;
-        const vf4 g = keep_or_zero(load4(q->dy + i), relu_keep(xm * vs + vb, nr));
-        const vd2 g0 = lo2(g), g1 = hi2(g);
-        l->a0 += g0;
-        l->a1 += g1;
-        l->b0 += g0 * lo2(xm);
-        l->b1 += g1 * hi2(xm);
-        if (din) store4(din + i, overwrite ? vs * g : load4(din + i) + vs * g);
-    }
-    for (; i < n; i++) {
-        const float xm = q->x[i] - q->mu;
-        const float g = !q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f;
-        l->a0[0] += g;
-        l->b0[0] += (double)g * xm;
-        if (din) din[i] = overwrite ? q->scale * g : din[i] + q->scale * g;
-    }
-}
+/* ---- per-plane loops: bnrow.c --------------------------------------------- */
 
 /* from a channel's sums over the batch (m values; k = gamma * invstd):
    dgamma[c], dbeta[c] (NULL: left) += their terms, and the batch's terms
@@ -191,29 +56,6 @@ static void batch_terms(size_t c, double sdy, double sdyxm, float k, double is, 
     if (dbeta) dbeta[c] += (float)sdy;
     *ka = k * (sdy / m);
     *kb = k * is * (sdyx / m);
-}
-
-/* dx (+)= k * g - ka - (x - mu) * kb in training, k * g in eval; dx must
-   not be dy or x */
-static void grad_input(float *dx, const grad_in *q, size_t n, float k, float ka, float kb, int training,
-                       int overwrite)
-{
-    const vf4 vm = splat(q->mu), vs = splat(q->scale), vb = splat(q->bt);
-    const vf4 vk = splat(k), vka = splat(ka), vkb = splat(kb);
-    const vi4 nr = norelu_mask(q->relu);
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const vf4 xm = load4(q->x + i) - vm;
-        vf4 g = vk * keep_or_zero(load4(q->dy + i), relu_keep(xm * vs + vb, nr));
-        if (training) g = g - vka - xm * vkb;
-        store4(dx + i, overwrite ? g : load4(dx + i) + g);
-    }
-    for (; i < n; i++) {
-        const float xm = q->x[i] - q->mu;
-        float g = k * (!q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f);
-        if (training) g = g - ka - xm * kb;
-        dx[i] = overwrite ? g : dx[i] + g;
-    }
 }
 
 /* gamma[c] * invstd: the scale every normalisation uses, from the float
@@ -274,10 +116,10 @@ static void channel_stats(double *mean, double *var, const float *in, size_t c,
 {
     const size_t hw = s->H * s->W;
     const double m = (double)s->N * (double)hw, k = in[c * hw];
-    lanes l;
+    fid_lanes l;
     memset(&l, 0, sizeof l);
-    for (size_t n = 0; n < s->N; n++) add_shifted(&l, in + n * s->in_nstride + c * hw, hw, k);
-    const double s1 = total(l.a0, l.a1), s2 = total(l.b0, l.b1), v = (s2 - s1 * (s1 / m)) / m;
+    for (size_t n = 0; n < s->N; n++) fid_lanes_shifted(&l, in + n * s->in_nstride + c * hw, hw, k);
+    const double s1 = fid_lanes_total(l.a), s2 = fid_lanes_total(l.b), v = (s2 - s1 * (s1 / m)) / m;
     *mean = k + s1 / m;
     *var = v < 0.0 ? 0.0 : v; /* NaN stays */
 }
@@ -386,19 +228,19 @@ void fid_batchnorm2d_apply(float *out, const float *in, const float *mean, const
 /* ---- backward ------------------------------------------------------------ */
 
 /* channel c's sum(dy) and sum(dy * (x - mean)) over the job's images */
-static void grad_sums(double *sdy, double *sdyxm, const bn_job *j, grad_in *q, size_t c)
+static void grad_sums(double *sdy, double *sdyxm, const bn_job *j, fid_grad_in *q, size_t c)
 {
     const fid_batchnorm2d_shape *s = j->s;
     const size_t hw = s->H * s->W;
-    lanes l;
+    fid_lanes l;
     memset(&l, 0, sizeof l);
     for (size_t n = 0; n < s->N; n++) {
         q->dy = j->dout + n * s->dout_nstride + c * hw;
         q->x = j->in + n * s->in_nstride + c * hw;
-        add_grad_sums(&l, q, hw, NULL, 0);
+        fid_lanes_grad(&l, q, hw, NULL, 0);
     }
-    *sdy = total(l.a0, l.a1);
-    *sdyxm = total(l.b0, l.b1);
+    *sdy = fid_lanes_total(l.a);
+    *sdyxm = fid_lanes_total(l.b);
 }
 
 static void backward_channels(void *ctx, size_t c0, size_t c1)
@@ -408,7 +250,7 @@ static void backward_channels(void *ctx, size_t c0, size_t c1)
     const size_t hw = s->H * s->W;
     const double m = (double)stat_images(s) * (double)hw;
     for (size_t c = c0; c < c1; c++) {
-        grad_in q = {.mu = j->cmean[c], .scale = scale_of(j->gamma, j->cinvstd, c),
+        fid_grad_in q = {.mu = j->cmean[c], .scale = scale_of(j->gamma, j->cinvstd, c),
                      .bt = j->relu && j->beta ? j->beta[c] : 0.0f, .relu = j->relu};
         const double is = j->cinvstd[c], g = j->gamma ? j->gamma[c] : 1.0;
         /* sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd */
@@ -434,7 +276,7 @@ static void backward_channels(void *ctx, size_t c0, size_t c1)
         for (size_t n = 0; n < s->N; n++) {
             q.dy = j->dout + n * s->dout_nstride + c * hw;
             q.x = j->in + n * s->in_nstride + c * hw;
-            grad_input(j->din + n * s->din_nstride + c * hw, &q, hw, k, ka, kb, j->training, s->din_overwrite);
+            fid_bn_grad_input(j->din + n * s->din_nstride + c * hw, &q, hw, k, ka, kb, j->training, s->din_overwrite);
         }
     }
 }
@@ -497,17 +339,17 @@ void fid_bn_relu_grad_rows(float *din, size_t din_ns, const float *g, size_t g_n
                            size_t rows, size_t n, const fid_bn_eval *bn, size_t c, int overwrite, double *sdz,
                            double *sdzxm)
 {
-    grad_in q = {.relu = bn->relu};
+    fid_grad_in q = {.relu = bn->relu};
     fid_bn_eval_coeffs(bn, c, &q.mu, &q.scale, &q.bt);
-    lanes l;
+    fid_lanes l;
     memset(&l, 0, sizeof l);
     for (size_t r = 0; r < rows; r++) {
         q.dy = g + r * g_ns;
         q.x = x + r * x_ns;
-        add_grad_sums(&l, &q, n, din + r * din_ns, overwrite);
+        fid_lanes_grad(&l, &q, n, din + r * din_ns, overwrite);
     }
-    *sdz += total(l.a0, l.a1);
-    *sdzxm += total(l.b0, l.b1);
+    *sdz += fid_lanes_total(l.a);
+    *sdzxm += fid_lanes_total(l.b);
 }
 
 void fid_bn_relu_defer(double *A, double *Bx, float *dgamma, float *dbeta, const double *sdz,
@@ -541,8 +383,8 @@ void fid_bn_relu_backward_coeffs(float *coef, float *dgamma, float *dbeta, const
 void fid_bn_relu_backward_row(float *din, const float *dy, const float *x, size_t n, const float *coef, size_t C,
                               size_t c)
 {
-    const grad_in q = {.dy = dy, .x = x, .mu = coef[c], .scale = coef[C + c], .bt = coef[2 * C + c], .relu = 1};
-    grad_input(din, &q, n, coef[3 * C + c], coef[4 * C + c], coef[5 * C + c], 1, 1);
+    const fid_grad_in q = {.dy = dy, .x = x, .mu = coef[c], .scale = coef[C + c], .bt = coef[2 * C + c], .relu = 1};
+    fid_bn_grad_input(din, &q, n, coef[3 * C + c], coef[4 * C + c], coef[5 * C + c], 1, 1);
 }
 
 typedef struct defer_job {
@@ -560,14 +402,7 @@ static void defer_apply_job(void *ctx, size_t b, size_t e)
         const size_t n = it / j->C, c = it % j->C;
         float *d = j->din + n * j->din_ns + c * j->hw;
         const float *x = j->x + n * j->x_ns + c * j->hw;
-        const vd2 va = {j->A[c], j->A[c]}, vb = {j->Bx[c], j->Bx[c]};
-        size_t i = 0;
-        for (; i + 4 <= j->hw; i += 4) {
-            const vf4 v = load4(x + i);
-            const vd2 t0 = va + vb * lo2(v), t1 = va + vb * hi2(v);
-            store4(d + i, load4(d + i) + (vf4){(float)t0[0], (float)t0[1], (float)t1[0], (float)t1[1]});
-        }
-        for (; i < j->hw; i++) d[i] += (float)(j->A[c] + j->Bx[c] * x[i]);
+        fid_bn_defer_row(d, x, j->hw, j->A[c], j->Bx[c]);
     }
 }
 

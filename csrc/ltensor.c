@@ -4,6 +4,7 @@
  * every new userdata is pushed in an empty state before its buffer is
  * allocated, so an error midway leaks nothing.
  */
+#include "bnrow.h"
 #include "lfaceid.h"
 
 #include <lauxlib.h>
@@ -696,6 +697,18 @@ static int l_get_num_threads(lua_State *L)
     return 1;
 }
 
+/* simd() -> "avx2" | "generic": the form of the vector loops in use;
+   simd(name) switches to it (an error when unknown or not on this CPU) */
+static int l_simd(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1)) {
+        char err[FID_ERRMAX];
+        if (fid_simd_set(luaL_checkstring(L, 1), err)) return luaL_argerror(L, 1, err);
+    }
+    lua_pushstring(L, fid_simd());
+    return 1;
+}
+
 static const luaL_Reg methods[] = {
     {"size", m_size}, {"dim", m_dim}, {"numel", m_numel}, {"get", m_get}, {"set", m_set},
     {"totable", m_totable}, {"view", m_view}, {"reshape", m_reshape}, {"narrow", m_narrow},
@@ -716,7 +729,7 @@ static const luaL_Reg functions[] = {
     {"tensor", l_tensor}, {"zeros", l_zeros}, {"ones", l_ones}, {"full", l_full},
     {"empty", l_empty}, {"arange", l_arange}, {"rand", l_rand}, {"randn", l_randn},
     {"is_tensor", l_is_tensor}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads},
+    {"get_num_threads", l_get_num_threads}, {"simd", l_simd},
     {NULL, NULL}
 };
 

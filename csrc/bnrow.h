@@ -1,0 +1,47 @@
+/* bnrow.h - batch normalisation's per-row loops (bnrow.c): the sums of the
+ * statistics and of the backward, the normalisation, the input gradient.
+ * Each has a portable form and, on x86-64 CPUs with AVX2, a form twice as
+ * wide that gives bitwise the same results; fid_simd picks one at load.
+ */
+#ifndef FID_BNROW_H
+#define FID_BNROW_H
+
+#include <stddef.h>
+
+/* eight double accumulators per sum: element i of a row goes to lane
+   i % 8, a tail of 4 to lanes 0-3, a tail under 4 to lane 0 */
+typedef struct fid_lanes {
+    _Alignas(32) double a[8];
+    _Alignas(32) double b[8];
+} fid_lanes;
+
+/* the gradient reaching a BN output: dy, or 0 where the ReLU after it
+   stopped the recomputed pre-activation (x - mu) * scale + bt */
+typedef struct fid_grad_in {
+    const float *dy, *x;
+    float mu, scale, bt;
+    int relu;
+} fid_grad_in;
+
+/* the lanes' sum in a fixed order */
+double fid_lanes_total(const double v[8]);
+/* l->a += x - k, l->b += (x - k)^2 in double, over n floats */
+void fid_lanes_shifted(fid_lanes *l, const float *x, size_t n, double k);
+/* l->a += g, l->b += g * (x - mu), g the gradient reaching the BN output;
+   with din, also din (+)= scale * g (in the same pass) */
+void fid_lanes_grad(fid_lanes *l, const fid_grad_in *q, size_t n, float *din, int overwrite);
+/* dx (+)= k * g - ka - (x - mu) * kb in training, k * g in eval; dx must
+   not be dy or x */
+void fid_bn_grad_input(float *dx, const fid_grad_in *q, size_t n, float k, float ka, float kb, int training,
+                       int overwrite);
+/* d += (float)(A + Bx * x), in double (a deferred input-gradient term) */
+void fid_bn_defer_row(float *d, const float *x, size_t n, double A, double Bx);
+
+/* "avx2" or "generic": the loops in use. FACEID_SIMD=generic in the
+   environment when the library loads picks the portable ones. */
+const char *fid_simd(void);
+/* switches to a form by name (between kernels: not while one runs);
+   FID_EARG with a message for an unknown name or one the CPU lacks */
+int fid_simd_set(const char *name, char *err);
+
+#endif
