@@ -431,6 +431,15 @@ const char *fid_simd(void)
     return form.name;
 }
 
+int fid_simd_avx2(void)
+{
+#ifdef FID_AVX2_PATH
+    return form.shifted == avx2.shifted;
+#else
+    return 0;
+#endif
+}
+
 void fid_lanes_shifted(fid_lanes *l, const float *x, size_t n, double k)
 {
     form.shifted(l, x, n, k);

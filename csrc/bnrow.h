@@ -40,6 +40,8 @@ void fid_bn_defer_row(float *d, const float *x, size_t n, double A, double Bx);
 /* "avx2" or "generic": the loops in use. FACEID_SIMD=generic in the
    environment when the library loads picks the portable ones. */
 const char *fid_simd(void);
+/* 1 when that form is "avx2" (other files' AVX2 loops follow it) */
+int fid_simd_avx2(void);
 /* switches to a form by name (between kernels: not while one runs);
    FID_EARG with a message for an unknown name or one the CPU lacks */
 int fid_simd_set(const char *name, char *err);

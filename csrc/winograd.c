@@ -28,9 +28,15 @@
  * gradient depends on it (DenseNet evaluation). Both are checked against
  * the double-precision direct loops in spec/conv_spec.lua.
  */
+#include "bnrow.h"
 #include "layers.h"
 
 #include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define WINO_AVX2 1
+#include <immintrin.h>
+#endif
 
 /* tiles per chunk: V holds a^2 * C * tiles floats (2 MiB for C = 128 with
    F(2x2, 3x3)) */
@@ -147,6 +153,7 @@ typedef struct wino_job {
     size_t t0, nt;     /* the chunk: tiles t0 .. t0 + nt - 1 */
     size_t ld;         /* V's and M's row length: stride_of(nt) */
     int add;           /* output: += instead of = */
+    int avx2;          /* fid_simd() is "avx2": F(2x2, 3x3)'s input 8 tiles at a time */
 } wino_job;
 
 /* V holds channel c's a^2 transformed patches of tile t at
@@ -253,6 +260,34 @@ static void input_tiles2(float *v, size_t ld, float *const *rows, size_t k)
     }
     INPUT_TRANSFORM2(v4, d, v, ld, STORE4);
 }
+
+#ifdef WINO_AVX2
+#define STORE8(p, x) _mm256_storeu_ps((p), (x))
+
+/* pixels p[0], p[2], ..., p[14] (odd = 0) or p[1], ..., p[15] (odd = 1) */
+__attribute__((target("avx2"))) static inline __m256 every_other8(const float *p, int odd)
+{
+    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    /* per 128-bit half: a's and b's even (odd) elements, then the 64-bit
+       pairs in order */
+    const __m256 t = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* input_tiles2 for eight tiles side by side (the same operations, 8 lanes) */
+__attribute__((target("avx2"))) static void input_tiles2_x8(float *v, size_t ld, float *const *rows, size_t k)
+{
+    __m256 d[4][4];
+    for (int r = 0; r < 4; r++) {
+        const float *p = rows[r] + k;
+        d[r][0] = every_other8(p, 0);
+        d[r][1] = every_other8(p, 1);
+        d[r][2] = every_other8(p + 2, 0);
+        d[r][3] = every_other8(p + 2, 1);
+    }
+    INPUT_TRANSFORM2(__m256, d, v, ld, STORE8);
+}
+#endif
 
 static void input_tile4(float *v, size_t ld, float *const *rows, size_t k)
 {
@@ -370,6 +405,11 @@ static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t 
            four-tile loads read up to 2 columns past the last patch */
         for (size_t r = keep; r < a; r++) fill_row(j, c, plane, oy + r, m * g, m * len + 4, rr->row[r]);
         size_t i = 0;
+#ifdef WINO_AVX2
+        /* the portable loops below take what is left */
+        if (j->avx2 && m == 2)
+            for (; i + 8 <= len; i += 8) input_tiles2_x8(v + i, ld, rr->row, 2 * i);
+#endif
         if (m == 4) {
             for (; i + 4 <= len; i += 4) input_tiles4(v + i, ld, rr->row, 4 * i);
             for (; i < len; i++) input_tile4(v + i, ld, rr->row, 4 * i);
@@ -603,7 +643,7 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
     const int blas_threads = hold_blas(s);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
-        wino_job j = {.s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
+        wino_job j = {.avx2 = fid_simd_avx2(), .s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
                       .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = add};
         fid_pool_for_work(s->pool, s->C, xs * s->C * nt, input_job, &j);
         run_products(s, xs, product_job, &j);
@@ -681,7 +721,7 @@ void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, con
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         /* the input's patches go to V; dout's tiles to dM; add: dU accumulates after the first chunk */
-        wino_job j = {.s = &s2, .src = in, .bn = bn, .coef = coef, .dU = dU, .V = V, .M = dM, .m = 2, .a = 4,
+        wino_job j = {.avx2 = fid_simd_avx2(), .s = &s2, .src = in, .bn = bn, .coef = coef, .dU = dU, .V = V, .M = dM, .m = 2, .a = 4,
                       .xs = 16, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = t0 > 0};
         fid_pool_for_work(s->pool, s->C, 16 * s->C * nt, input_job, &j);
         j.src = dout;

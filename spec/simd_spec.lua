@@ -87,6 +87,24 @@ describe("the two forms", function()
     end)
   end
 
+  -- rows of 19 tiles (m = 2: 8 + 8, then 3 one by one; m = 4 keeps its
+  -- 4-tile form), in segments of up to 32 tiles; dw by Winograd too
+  for _, algorithm in ipairs({ "winograd", "winograd4" }) do
+    it("agree on " .. algorithm .. " convolutions", function()
+      local g = faceid.Generator(9)
+      local x = faceid.randn(g, 2, 3, 7, 38)
+      local w = faceid.randn(g, 4, 3, 3, 3)
+      local dy = faceid.randn(g, 2, 4, 7, 38)
+      local o = { padding = 1, algorithm = algorithm }
+      local a, b = both(function()
+        local dx, dw = faceid.zeros(2, 3, 7, 38), faceid.zeros(4, 3, 3, 3)
+        nn.conv2d_backward(dy, x, w, o, dx, dw)
+        return { { "y", nn.conv2d(x, w, o) }, { "dx", dx }, { "dw", dw } }
+      end)
+      same_lists(a, b, algorithm)
+    end)
+  end
+
   it("agree on a DenseNet's training and evaluation passes, at 1 and 2 threads", function()
     -- 12x12 and 6x6 maps (rows of 144 and 36 floats: 8-float steps, a
     -- 4-float tail), growth 16: the deferred input-gradient terms of bn1
