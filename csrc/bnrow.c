@@ -69,11 +69,6 @@ static vi4 norelu_mask(int relu)
     return (vi4){m, m, m, m};
 }
 
-double fid_lanes_total(const double v[8])
-{
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-}
-
 /* ---- the tails both forms share ------------------------------------------ */
 
 /* lanes 0-3 of the sums of x - k (a), its square (b) */

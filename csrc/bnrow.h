@@ -24,7 +24,10 @@ typedef struct fid_grad_in {
 } fid_grad_in;
 
 /* the lanes' sum in a fixed order */
-double fid_lanes_total(const double v[8]);
+static inline double fid_lanes_total(const double v[8])
+{
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
 /* l->a += x - k, l->b += (x - k)^2 in double, over n floats */
 void fid_lanes_shifted(fid_lanes *l, const float *x, size_t n, double k);
 /* l->a += g, l->b += g * (x - mu), g the gradient reaching the BN output;
