@@ -153,7 +153,7 @@ typedef struct wino_job {
     size_t t0, nt;     /* the chunk: tiles t0 .. t0 + nt - 1 */
     size_t ld;         /* V's and M's row length: stride_of(nt) */
     int add;           /* output: += instead of = */
-    int avx2;          /* fid_simd() is "avx2": F(2x2, 3x3)'s input 8 tiles at a time */
+    int avx2;          /* fid_simd() is "avx2": input transforms 8 tiles at a time */
 } wino_job;
 
 /* V holds channel c's a^2 transformed patches of tile t at
@@ -287,6 +287,36 @@ __attribute__((target("avx2"))) static void input_tiles2_x8(float *v, size_t ld,
     }
     INPUT_TRANSFORM2(__m256, d, v, ld, STORE8);
 }
+
+/* transpose4 in each 128-bit half */
+__attribute__((target("avx2"))) static inline void transpose4_x2(__m256 out[4], __m256 x0, __m256 x1, __m256 x2,
+                                                                 __m256 x3)
+{
+    const __m256 t0 = _mm256_unpacklo_ps(x0, x1), t1 = _mm256_unpacklo_ps(x2, x3);
+    const __m256 t2 = _mm256_unpackhi_ps(x0, x1), t3 = _mm256_unpackhi_ps(x2, x3);
+    out[0] = _mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0));
+    out[1] = _mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2));
+    out[2] = _mm256_shuffle_ps(t2, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    out[3] = _mm256_shuffle_ps(t2, t3, _MM_SHUFFLE(3, 2, 3, 2));
+}
+
+/* input_tiles4 for eight tiles: tiles 0-3 in the low halves, 4-7 (16
+   pixels on) in the high ones, each half transposed as input_tiles4 does */
+__attribute__((target("avx2"))) static void input_tiles4_x8(float *v, size_t ld, float *const *rows, size_t k)
+{
+    __m256 d[6][6];
+    for (int r = 0; r < 6; r++) {
+        const float *p = rows[r] + k;
+        __m256 x[5], q[4], q45[4];
+        for (int i = 0; i < 5; i++) x[i] = _mm256_set_m128(_mm_loadu_ps(p + 16 + 4 * i), _mm_loadu_ps(p + 4 * i));
+        transpose4_x2(q, x[0], x[1], x[2], x[3]);
+        transpose4_x2(q45, x[1], x[2], x[3], x[4]);
+        for (int c = 0; c < 4; c++) d[r][c] = q[c];
+        d[r][4] = q45[0];
+        d[r][5] = q45[1];
+    }
+    INPUT_TRANSFORM4(__m256, d, v, ld, STORE8);
+}
 #endif
 
 static void input_tile4(float *v, size_t ld, float *const *rows, size_t k)
@@ -407,7 +437,9 @@ static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t 
         size_t i = 0;
 #ifdef WINO_AVX2
         /* the portable loops below take what is left */
-        if (j->avx2 && m == 2)
+        if (j->avx2 && m == 4)
+            for (; i + 8 <= len; i += 8) input_tiles4_x8(v + i, ld, rr->row, 4 * i);
+        else if (j->avx2)
             for (; i + 8 <= len; i += 8) input_tiles2_x8(v + i, ld, rr->row, 2 * i);
 #endif
         if (m == 4) {

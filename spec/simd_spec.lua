@@ -87,8 +87,8 @@ describe("the two forms", function()
     end)
   end
 
-  -- rows of 19 tiles (m = 2: 8 + 8, then 3 one by one; m = 4 keeps its
-  -- 4-tile form), in segments of up to 32 tiles; dw by Winograd too
+  -- rows of 19 tiles (m = 2: 8 + 8, then 3 one by one) and 10 (m = 4: 8,
+  -- then 2), in segments of up to 32 tiles; dw by Winograd too
   for _, algorithm in ipairs({ "winograd", "winograd4" }) do
     it("agree on " .. algorithm .. " convolutions", function()
       local g = faceid.Generator(9)
