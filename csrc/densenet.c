@@ -315,11 +315,9 @@ static size_t carve_train(fid_densenet *net, float *base, size_t n)
         ctot += net->blocks[b].ctot;
         if (net->blocks[b].ctot > cmax) cmax = net->blocks[b].ctot;
     }
-    /* per part (one for the whole batch): a batch norm's sums (2 stat_max
-       doubles), its backward's coefficients (6 stat_max floats) and the
-       pending input-gradient terms of a block's channels (2 cmax doubles) */
+    /* per part (one for the whole batch; densenet_impl.h) */
     for (int t = 0; t < (parts ? parts : 1); t++)
-        net->part_defer[t] = (double *)take(&p, &used, 10 * net->stat_max + 4 * cmax);
+        net->part_defer[t] = (double *)take(&p, &used, dn_defer_floats(net->stat_max, cmax));
     for (int t = 0; t < parts; t++) {
         for (int k = 0; k < 2; k++) {
             net->part_slot[t][k] = (double *)take(&p, &used, 4 * net->stat_max);

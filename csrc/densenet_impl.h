@@ -97,6 +97,28 @@ struct fid_densenet {
     size_t pend_off[2], pend_len[2];
 };
 
+/* a part's part_defer scratch, in order: a batch norm's sums (2 stat_max
+   doubles), its backward's coefficients (6 stat_max floats) and the
+   pending input-gradient terms A, Bx of a block's channels (cmax doubles
+   each); its size in floats */
+static inline size_t dn_defer_floats(size_t stat_max, size_t cmax)
+{
+    return 2 * (5 * stat_max + 2 * cmax);
+}
+static inline double *dn_defer_sums(const fid_densenet *net)
+{
+    return net->part_defer[net->part];
+}
+static inline float *dn_defer_coef(const fid_densenet *net)
+{
+    return (float *)(net->part_defer[net->part] + 2 * net->stat_max);
+}
+/* A; Bx follows it, the block's channel count on */
+static inline double *dn_defer_terms(const fid_densenet *net)
+{
+    return net->part_defer[net->part] + 5 * net->stat_max;
+}
+
 static inline float *P(fid_densenet *net, int e) { return net->params + net->ptab[e].offset; }
 static inline float *G(fid_densenet *net, int e) { return net->grads + net->ptab[e].offset; }
 static inline float *B(fid_densenet *net, int e) { return net->buffers + net->btab[e].offset; }

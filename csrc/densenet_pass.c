@@ -234,7 +234,7 @@ static const double *batch_sums(fid_densenet *net, double *mine, size_t C)
    batch, else the part_defer scratch */
 static double *sums_out(const fid_densenet *net)
 {
-    return net->split ? split_slot(net) : net->part_defer[net->part];
+    return net->split ? split_slot(net) : dn_defer_sums(net);
 }
 
 /* the batch's image count (the whole batch's on a split one) */
@@ -683,8 +683,8 @@ static void conv1_backward(fid_densenet *net, dblock *blk, const dlayer *ly, con
 static void block_backward(fid_densenet *net, dblock *blk, size_t n)
 {
     const size_t hw = blk->H * blk->W, ns = blk->ctot * hw;
-    float *coef = (float *)(net->part_defer[net->part] + 2 * net->stat_max);
-    double *A = net->part_defer[net->part] + 5 * net->stat_max, *Bx = A + blk->ctot;
+    float *coef = dn_defer_coef(net);
+    double *A = dn_defer_terms(net), *Bx = A + blk->ctot;
     memset(A, 0, 2 * blk->ctot * sizeof *A);
     for (int l = blk->L - 1; l >= 0; l--) {
         dlayer *ly = &blk->layers[l];
