@@ -116,10 +116,9 @@ static void channel_stats(double *mean, double *var, const float *in, size_t c,
 {
     const size_t hw = s->H * s->W;
     const double m = (double)s->N * (double)hw, k = in[c * hw];
-    fid_lanes l;
-    memset(&l, 0, sizeof l);
-    for (size_t n = 0; n < s->N; n++) fid_lanes_shifted(&l, in + n * s->in_nstride + c * hw, hw, k);
-    const double s1 = fid_lanes_total(l.a), s2 = fid_lanes_total(l.b), v = (s2 - s1 * (s1 / m)) / m;
+    double s1, s2;
+    fid_bn_sums_shifted(&s1, &s2, in + c * hw, s->in_nstride, s->N, hw, k);
+    const double v = (s2 - s1 * (s1 / m)) / m;
     *mean = k + s1 / m;
     *var = v < 0.0 ? 0.0 : v; /* NaN stays */
 }
@@ -232,15 +231,9 @@ static void grad_sums(double *sdy, double *sdyxm, const bn_job *j, fid_grad_in *
 {
     const fid_batchnorm2d_shape *s = j->s;
     const size_t hw = s->H * s->W;
-    fid_lanes l;
-    memset(&l, 0, sizeof l);
-    for (size_t n = 0; n < s->N; n++) {
-        q->dy = j->dout + n * s->dout_nstride + c * hw;
-        q->x = j->in + n * s->in_nstride + c * hw;
-        fid_lanes_grad(&l, q, hw, NULL, 0);
-    }
-    *sdy = fid_lanes_total(l.a);
-    *sdyxm = fid_lanes_total(l.b);
+    q->dy = j->dout + c * hw;
+    q->x = j->in + c * hw;
+    fid_bn_sums_grad(sdy, sdyxm, q, s->dout_nstride, s->in_nstride, s->N, hw, NULL, 0, 0);
 }
 
 static void backward_channels(void *ctx, size_t c0, size_t c1)
@@ -341,15 +334,12 @@ void fid_bn_relu_grad_rows(float *din, size_t din_ns, const float *g, size_t g_n
 {
     fid_grad_in q = {.relu = bn->relu};
     fid_bn_eval_coeffs(bn, c, &q.mu, &q.scale, &q.bt);
-    fid_lanes l;
-    memset(&l, 0, sizeof l);
-    for (size_t r = 0; r < rows; r++) {
-        q.dy = g + r * g_ns;
-        q.x = x + r * x_ns;
-        fid_lanes_grad(&l, &q, n, din + r * din_ns, overwrite);
-    }
-    *sdz += fid_lanes_total(l.a);
-    *sdzxm += fid_lanes_total(l.b);
+    double a, b;
+    q.dy = g;
+    q.x = x;
+    fid_bn_sums_grad(&a, &b, &q, g_ns, x_ns, rows, n, din, din_ns, overwrite);
+    *sdz += a;
+    *sdzxm += b;
 }
 
 void fid_bn_relu_defer(double *A, double *Bx, float *dgamma, float *dbeta, const double *sdz,

@@ -82,14 +82,12 @@ static void shifted4(vd2 a[2], vd2 b[2], const float *x, vd2 vk)
     b[1] += d1 * d1;
 }
 
-/* the loop's last n % 4 floats, into lane 0 */
-static void shifted_tail(double *a, double *b, const float *x, size_t i, size_t n, double k)
+/* one element (a tail under 4): its x - k and (x - k)^2, for lane 0 */
+static inline void shifted1(double *a, double *b, float x, double k)
 {
-    for (; i < n; i++) {
-        const double d = x[i] - k;
-        a[0] += d;
-        b[0] += d * d;
-    }
+    const double d = x - k;
+    *a = d;
+    *b = d * d;
 }
 
 typedef struct grad_consts {
@@ -116,15 +114,14 @@ static void grad4(vd2 a[2], vd2 b[2], const fid_grad_in *q, const grad_consts *k
     if (din) store4(din + i, overwrite ? k->vs * g : load4(din + i) + k->vs * g);
 }
 
-static void grad_tail(double *a, double *b, const fid_grad_in *q, size_t i, size_t n, float *din, int overwrite)
+/* one element (a tail under 4): g and g * (x - mu) for lane 0, din's */
+static inline void grad1(double *a, double *b, const fid_grad_in *q, size_t i, float *din, int overwrite)
 {
-    for (; i < n; i++) {
-        const float xm = q->x[i] - q->mu;
-        const float g = !q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f;
-        a[0] += g;
-        b[0] += (double)g * xm;
-        if (din) din[i] = overwrite ? q->scale * g : din[i] + q->scale * g;
-    }
+    const float xm = q->x[i] - q->mu;
+    const float g = !q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f;
+    *a = g;
+    *b = (double)g * xm;
+    if (din) din[i] = overwrite ? q->scale * g : din[i] + q->scale * g;
 }
 
 static void affine_tail(float *y, const float *x, size_t i, size_t n, float mu, float scale, float bt, int relu)
@@ -150,48 +147,58 @@ static void defer_tail(float *d, const float *x, size_t i, size_t n, double A, d
 
 /* ---- the portable form ---------------------------------------------------- */
 
-static void load_lanes(vd2 v[4], const double *p)
+/* the lanes' total, in fid_lanes_total's order */
+static double total_of(const vd2 v[4])
 {
-    for (int i = 0; i < 4; i++) v[i] = (vd2){p[2 * i], p[2 * i + 1]};
+    const double l[8] = {v[0][0], v[0][1], v[1][0], v[1][1], v[2][0], v[2][1], v[3][0], v[3][1]};
+    return fid_lanes_total(l);
 }
 
-static void store_lanes(double *p, const vd2 v[4])
-{
-    for (int i = 0; i < 4; i++) p[2 * i] = v[i][0], p[2 * i + 1] = v[i][1];
-}
-
-static void shifted_generic(fid_lanes *l, const float *x, size_t n, double k)
+static void shifted_generic(double *s1, double *s2, const float *x, size_t x_ns, size_t rows, size_t n,
+                            double k)
 {
     const vd2 vk = {k, k};
-    vd2 a[4], b[4];
-    load_lanes(a, l->a);
-    load_lanes(b, l->b);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        shifted4(a, b, x + i, vk);
-        shifted4(a + 2, b + 2, x + i + 4, vk);
+    vd2 a[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}}, b[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+    for (size_t r = 0; r < rows; r++, x += x_ns) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            shifted4(a, b, x + i, vk);
+            shifted4(a + 2, b + 2, x + i + 4, vk);
+        }
+        if (i + 4 <= n) shifted4(a, b, x + i, vk), i += 4;
+        for (; i < n; i++) {
+            double da, db;
+            shifted1(&da, &db, x[i], k);
+            a[0][0] += da;
+            b[0][0] += db;
+        }
     }
-    if (i + 4 <= n) shifted4(a, b, x + i, vk), i += 4;
-    store_lanes(l->a, a);
-    store_lanes(l->b, b);
-    shifted_tail(l->a, l->b, x, i, n, k);
+    *s1 = total_of(a);
+    *s2 = total_of(b);
 }
 
-static void grad_generic(fid_lanes *l, const fid_grad_in *q, size_t n, float *din, int overwrite)
+static void grad_generic(double *sdy, double *sdyxm, const fid_grad_in *q0, size_t dy_ns, size_t x_ns,
+                         size_t rows, size_t n, float *din, size_t din_ns, int overwrite)
 {
-    const grad_consts k = grad_consts_of(q);
-    vd2 a[4], b[4];
-    load_lanes(a, l->a);
-    load_lanes(b, l->b);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        grad4(a, b, q, &k, i, din, overwrite);
-        grad4(a + 2, b + 2, q, &k, i + 4, din, overwrite);
+    const grad_consts k = grad_consts_of(q0);
+    vd2 a[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}}, b[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+    fid_grad_in q = *q0;
+    for (size_t r = 0; r < rows; r++, q.dy += dy_ns, q.x += x_ns, din = din ? din + din_ns : NULL) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            grad4(a, b, &q, &k, i, din, overwrite);
+            grad4(a + 2, b + 2, &q, &k, i + 4, din, overwrite);
+        }
+        if (i + 4 <= n) grad4(a, b, &q, &k, i, din, overwrite), i += 4;
+        for (; i < n; i++) {
+            double da, db;
+            grad1(&da, &db, &q, i, din, overwrite);
+            a[0][0] += da;
+            b[0][0] += db;
+        }
     }
-    if (i + 4 <= n) grad4(a, b, q, &k, i, din, overwrite), i += 4;
-    store_lanes(l->a, a);
-    store_lanes(l->b, b);
-    grad_tail(l->a, l->b, q, i, n, din, overwrite);
+    *sdy = total_of(a);
+    *sdyxm = total_of(b);
 }
 
 static void affine_generic(float *y, const float *x, size_t n, float mu, float scale, float bt, int relu)
@@ -259,66 +266,102 @@ AVX2 static __m256d hi_pd(__m256 v)
     return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
 }
 
-AVX2 static void shifted_avx2(fid_lanes *l, const float *x, size_t n, double k)
+AVX2 static double total_avx2(__m256d lo, __m256d hi)
 {
-    const __m256d vk = _mm256_set1_pd(k);
-    __m256d a0 = _mm256_load_pd(l->a), a1 = _mm256_load_pd(l->a + 4);
-    __m256d b0 = _mm256_load_pd(l->b), b1 = _mm256_load_pd(l->b + 4);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 v = _mm256_loadu_ps(x + i);
-        const __m256d d0 = _mm256_sub_pd(lo_pd(v), vk), d1 = _mm256_sub_pd(hi_pd(v), vk);
-        a0 = _mm256_add_pd(a0, d0);
-        a1 = _mm256_add_pd(a1, d1);
-        b0 = _mm256_add_pd(b0, _mm256_mul_pd(d0, d0));
-        b1 = _mm256_add_pd(b1, _mm256_mul_pd(d1, d1));
-    }
-    if (i + 4 <= n) {
-        const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), vk);
-        a0 = _mm256_add_pd(a0, d0);
-        b0 = _mm256_add_pd(b0, _mm256_mul_pd(d0, d0));
-        i += 4;
-    }
-    _mm256_store_pd(l->a, a0), _mm256_store_pd(l->a + 4, a1);
-    _mm256_store_pd(l->b, b0), _mm256_store_pd(l->b + 4, b1);
-    shifted_tail(l->a, l->b, x, i, n, k);
+    _Alignas(32) double l[8];
+    _mm256_store_pd(l, lo);
+    _mm256_store_pd(l + 4, hi);
+    return fid_lanes_total(l);
 }
 
-AVX2 static void grad_avx2(fid_lanes *l, const fid_grad_in *q, size_t n, float *din, int overwrite)
+/* lane 0 += x; lanes 1-3 += +0, which leaves them as they are (a lane
+   that starts at +0 and adds finite or infinite values is never -0) */
+AVX2 static inline __m256d add_lane0(__m256d a, double x)
 {
-    const __m256 vm = _mm256_set1_ps(q->mu), vs = _mm256_set1_ps(q->scale), vb = _mm256_set1_ps(q->bt);
-    const __m256 nr = norelu8(q->relu);
-    __m256d a0 = _mm256_load_pd(l->a), a1 = _mm256_load_pd(l->a + 4);
-    __m256d b0 = _mm256_load_pd(l->b), b1 = _mm256_load_pd(l->b + 4);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 xm = _mm256_sub_ps(_mm256_loadu_ps(q->x + i), vm);
-        const __m256 keep = relu_mask8(_mm256_add_ps(_mm256_mul_ps(xm, vs), vb), nr);
-        const __m256 g = _mm256_and_ps(_mm256_loadu_ps(q->dy + i), keep);
-        const __m256d g0 = lo_pd(g), g1 = hi_pd(g);
-        a0 = _mm256_add_pd(a0, g0);
-        a1 = _mm256_add_pd(a1, g1);
-        b0 = _mm256_add_pd(b0, _mm256_mul_pd(g0, lo_pd(xm)));
-        b1 = _mm256_add_pd(b1, _mm256_mul_pd(g1, hi_pd(xm)));
-        if (din) {
-            const __m256 sg = _mm256_mul_ps(vs, g);
-            _mm256_storeu_ps(din + i, overwrite ? sg : _mm256_add_ps(_mm256_loadu_ps(din + i), sg));
+    return _mm256_add_pd(a, _mm256_set_pd(0.0, 0.0, 0.0, x));
+}
+
+AVX2 static void shifted_avx2(double *s1, double *s2, const float *x, size_t x_ns, size_t rows, size_t n,
+                              double k)
+{
+    const __m256d vk = _mm256_set1_pd(k);
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    for (size_t r = 0; r < rows; r++, x += x_ns) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m256 v = _mm256_loadu_ps(x + i);
+            const __m256d d0 = _mm256_sub_pd(lo_pd(v), vk), d1 = _mm256_sub_pd(hi_pd(v), vk);
+            a0 = _mm256_add_pd(a0, d0);
+            a1 = _mm256_add_pd(a1, d1);
+            b0 = _mm256_add_pd(b0, _mm256_mul_pd(d0, d0));
+            b1 = _mm256_add_pd(b1, _mm256_mul_pd(d1, d1));
+        }
+        if (i + 4 <= n) {
+            const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), vk);
+            a0 = _mm256_add_pd(a0, d0);
+            b0 = _mm256_add_pd(b0, _mm256_mul_pd(d0, d0));
+            i += 4;
+        }
+        for (; i < n; i++) {
+            double da, db;
+            shifted1(&da, &db, x[i], k);
+            a0 = add_lane0(a0, da);
+            b0 = add_lane0(b0, db);
         }
     }
-    _mm256_store_pd(l->a, a0), _mm256_store_pd(l->a + 4, a1);
-    _mm256_store_pd(l->b, b0), _mm256_store_pd(l->b + 4, b1);
-    if (i + 4 <= n) {
-        /* the portable form's four lanes (SSE2 is part of AVX2) */
-        const grad_consts k = grad_consts_of(q);
-        vd2 a[4], b[4];
-        load_lanes(a, l->a);
-        load_lanes(b, l->b);
-        grad4(a, b, q, &k, i, din, overwrite);
-        store_lanes(l->a, a);
-        store_lanes(l->b, b);
-        i += 4;
+    *s1 = total_avx2(a0, a1);
+    *s2 = total_avx2(b0, b1);
+}
+
+AVX2 static void grad_avx2(double *sdy, double *sdyxm, const fid_grad_in *q0, size_t dy_ns, size_t x_ns,
+                           size_t rows, size_t n, float *din, size_t din_ns, int overwrite)
+{
+    const __m256 vm = _mm256_set1_ps(q0->mu), vs = _mm256_set1_ps(q0->scale), vb = _mm256_set1_ps(q0->bt);
+    const __m256 nr = norelu8(q0->relu);
+    const __m128 vm4 = _mm256_castps256_ps128(vm), vs4 = _mm256_castps256_ps128(vs);
+    const __m128 vb4 = _mm256_castps256_ps128(vb), nr4 = _mm256_castps256_ps128(nr);
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    fid_grad_in q = *q0;
+    for (size_t r = 0; r < rows; r++, q.dy += dy_ns, q.x += x_ns, din = din ? din + din_ns : NULL) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m256 xm = _mm256_sub_ps(_mm256_loadu_ps(q.x + i), vm);
+            const __m256 keep = relu_mask8(_mm256_add_ps(_mm256_mul_ps(xm, vs), vb), nr);
+            const __m256 g = _mm256_and_ps(_mm256_loadu_ps(q.dy + i), keep);
+            const __m256d g0 = lo_pd(g), g1 = hi_pd(g);
+            a0 = _mm256_add_pd(a0, g0);
+            a1 = _mm256_add_pd(a1, g1);
+            b0 = _mm256_add_pd(b0, _mm256_mul_pd(g0, lo_pd(xm)));
+            b1 = _mm256_add_pd(b1, _mm256_mul_pd(g1, hi_pd(xm)));
+            if (din) {
+                const __m256 sg = _mm256_mul_ps(vs, g);
+                _mm256_storeu_ps(din + i, overwrite ? sg : _mm256_add_ps(_mm256_loadu_ps(din + i), sg));
+            }
+        }
+        if (i + 4 <= n) {
+            /* lanes 0-3, as the portable form's grad4 */
+            const __m128 xm = _mm_sub_ps(_mm_loadu_ps(q.x + i), vm4);
+            const __m128 t = _mm_add_ps(_mm_mul_ps(xm, vs4), vb4);
+            const __m128 keep = _mm_or_ps(_mm_cmpgt_ps(t, _mm_setzero_ps()), nr4);
+            const __m128 g = _mm_and_ps(_mm_loadu_ps(q.dy + i), keep);
+            const __m256d g0 = _mm256_cvtps_pd(g);
+            a0 = _mm256_add_pd(a0, g0);
+            b0 = _mm256_add_pd(b0, _mm256_mul_pd(g0, _mm256_cvtps_pd(xm)));
+            if (din) {
+                const __m128 sg = _mm_mul_ps(vs4, g);
+                _mm_storeu_ps(din + i, overwrite ? sg : _mm_add_ps(_mm_loadu_ps(din + i), sg));
+            }
+            i += 4;
+        }
+        for (; i < n; i++) {
+            double da, db;
+            grad1(&da, &db, &q, i, din, overwrite);
+            a0 = add_lane0(a0, da);
+            b0 = add_lane0(b0, db);
+        }
     }
-    grad_tail(l->a, l->b, q, i, n, din, overwrite);
+    *sdy = total_avx2(a0, a1);
+    *sdyxm = total_avx2(b0, b1);
 }
 
 AVX2 static void affine_avx2(float *y, const float *x, size_t n, float mu, float scale, float bt, int relu)
@@ -330,7 +373,11 @@ AVX2 static void affine_avx2(float *y, const float *x, size_t n, float mu, float
         const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vs), vb);
         _mm256_storeu_ps(y + i, relu ? _mm256_and_ps(v, relu_mask8(v, nr)) : v);
     }
-    affine_tail(y, x, i, n, mu, scale, bt, relu);
+    /* element-wise: the portable form's 4-wide and scalar steps finish
+       (its SSE code after a vzeroupper: with the upper halves of the ymm
+       registers dirty every SSE instruction waits on them) */
+    _mm256_zeroupper();
+    affine_generic(y + i, x + i, n - i, mu, scale, bt, relu);
 }
 
 AVX2 static void grad_input_avx2(float *dx, const fid_grad_in *q, size_t n, float k, float ka, float kb,
@@ -347,7 +394,11 @@ AVX2 static void grad_input_avx2(float *dx, const fid_grad_in *q, size_t n, floa
         if (training) g = _mm256_sub_ps(_mm256_sub_ps(g, vka), _mm256_mul_ps(xm, vkb));
         _mm256_storeu_ps(dx + i, overwrite ? g : _mm256_add_ps(_mm256_loadu_ps(dx + i), g));
     }
-    grad_input_tail(dx, q, i, n, k, ka, kb, training, overwrite);
+    fid_grad_in rest = *q;
+    rest.dy += i;
+    rest.x += i;
+    _mm256_zeroupper();
+    grad_input_generic(dx + i, &rest, n - i, k, ka, kb, training, overwrite);
 }
 
 AVX2 static void defer_avx2(float *d, const float *x, size_t n, double A, double Bx)
@@ -360,15 +411,16 @@ AVX2 static void defer_avx2(float *d, const float *x, size_t n, double A, double
         const __m128 t1 = _mm256_cvtpd_ps(_mm256_add_pd(va, _mm256_mul_pd(vb, hi_pd(v))));
         _mm256_storeu_ps(d + i, _mm256_add_ps(_mm256_loadu_ps(d + i), _mm256_set_m128(t1, t0)));
     }
-    defer_tail(d, x, i, n, A, Bx);
+    _mm256_zeroupper();
+    defer_generic(d + i, x + i, n - i, A, Bx);
 }
 #endif
 
 /* ---- the choice ----------------------------------------------------------- */
 
 typedef struct simd_form {
-    void (*shifted)(fid_lanes *, const float *, size_t, double);
-    void (*grad)(fid_lanes *, const fid_grad_in *, size_t, float *, int);
+    void (*shifted)(double *, double *, const float *, size_t, size_t, size_t, double);
+    void (*grad)(double *, double *, const fid_grad_in *, size_t, size_t, size_t, size_t, float *, size_t, int);
     void (*affine)(float *, const float *, size_t, float, float, float, int);
     void (*grad_input)(float *, const fid_grad_in *, size_t, float, float, float, int, int);
     void (*defer)(float *, const float *, size_t, double, double);
@@ -435,14 +487,15 @@ int fid_simd_avx2(void)
 #endif
 }
 
-void fid_lanes_shifted(fid_lanes *l, const float *x, size_t n, double k)
+void fid_bn_sums_shifted(double *s1, double *s2, const float *x, size_t x_ns, size_t rows, size_t n, double k)
 {
-    form.shifted(l, x, n, k);
+    form.shifted(s1, s2, x, x_ns, rows, n, k);
 }
 
-void fid_lanes_grad(fid_lanes *l, const fid_grad_in *q, size_t n, float *din, int overwrite)
+void fid_bn_sums_grad(double *sdy, double *sdyxm, const fid_grad_in *q, size_t dy_ns, size_t x_ns, size_t rows,
+                      size_t n, float *din, size_t din_ns, int overwrite)
 {
-    form.grad(l, q, n, din, overwrite);
+    form.grad(sdy, sdyxm, q, dy_ns, x_ns, rows, n, din, din_ns, overwrite);
 }
 
 /* y = (x - mu) * scale + bt, then `v > 0 ? v : 0` when relu (the exact

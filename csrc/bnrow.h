@@ -8,12 +8,13 @@
 
 #include <stddef.h>
 
-/* eight double accumulators per sum: element i of a row goes to lane
-   i % 8, a tail of 4 to lanes 0-3, a tail under 4 to lane 0 */
-typedef struct fid_lanes {
-    _Alignas(32) double a[8];
-    _Alignas(32) double b[8];
-} fid_lanes;
+/* Sums run in eight double lanes: element i of a row goes to lane i % 8,
+   a tail of 4 to lanes 0-3, a tail under 4 to lane 0, every row of a call
+   into the same lanes; the lanes are added up in fid_lanes_total's order. */
+static inline double fid_lanes_total(const double v[8])
+{
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
 
 /* the gradient reaching a BN output: dy, or 0 where the ReLU after it
    stopped the recomputed pre-activation (x - mu) * scale + bt */
@@ -23,16 +24,15 @@ typedef struct fid_grad_in {
     int relu;
 } fid_grad_in;
 
-/* the lanes' sum in a fixed order */
-static inline double fid_lanes_total(const double v[8])
-{
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-}
-/* l->a += x - k, l->b += (x - k)^2 in double, over n floats */
-void fid_lanes_shifted(fid_lanes *l, const float *x, size_t n, double k);
-/* l->a += g, l->b += g * (x - mu), g the gradient reaching the BN output;
-   with din, also din (+)= scale * g (in the same pass) */
-void fid_lanes_grad(fid_lanes *l, const fid_grad_in *q, size_t n, float *din, int overwrite);
+/* s1 = sum of x - k, s2 = sum of (x - k)^2, in double, over rows of n
+   floats x_ns apart */
+void fid_bn_sums_shifted(double *s1, double *s2, const float *x, size_t x_ns, size_t rows, size_t n, double k);
+/* sdy = sum of g, sdyxm = sum of g * (x - mu), g the gradient reaching the
+   BN output, over rows of n floats (q->dy and q->x: row 0; the rows dy_ns
+   and x_ns apart); with din (rows din_ns apart), also din (+)= scale * g
+   in the same pass */
+void fid_bn_sums_grad(double *sdy, double *sdyxm, const fid_grad_in *q, size_t dy_ns, size_t x_ns, size_t rows,
+                      size_t n, float *din, size_t din_ns, int overwrite);
 /* dx (+)= k * g - ka - (x - mu) * kb in training, k * g in eval; dx must
    not be dy or x */
 void fid_bn_grad_input(float *dx, const fid_grad_in *q, size_t n, float k, float ka, float kb, int training,
