@@ -19,7 +19,8 @@
    reorder a floating-point sum - and a scalar double sum waits on every
    addition's latency (the backward ran 3x slower). The lanes and their
    final combination are fixed, so results depend on neither the thread
-   count nor the form. No form contracts a*b + c into one rounding. */
+   count nor the form. On x86-64 neither form may contract a*b + c into one
+   rounding (neither target has FMA), so both round every operation alike. */
 typedef float vf4 __attribute__((vector_size(16)));
 typedef double vd2 __attribute__((vector_size(16)));
 typedef int vi4 __attribute__((vector_size(16)));
@@ -69,7 +70,7 @@ static vi4 norelu_mask(int relu)
     return (vi4){m, m, m, m};
 }
 
-/* ---- the tails both forms share ------------------------------------------ */
+/* ---- steps of the portable form (the AVX2 form's scalar steps too) -------- */
 
 /* lanes 0-3 of the sums of x - k (a), its square (b) */
 static void shifted4(vd2 a[2], vd2 b[2], const float *x, vd2 vk)
