@@ -270,7 +270,8 @@ __attribute__((target("avx2"))) static inline __m256 every_other8(const float *p
     const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
     /* per 128-bit half: a's and b's even (odd) elements, then the 64-bit
        pairs in order */
-    const __m256 t = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 t =
+        odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
@@ -675,8 +676,9 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
     const int blas_threads = hold_blas(s);
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
-        wino_job j = {.avx2 = fid_simd_avx2(), .s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
-                      .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = add};
+        wino_job j = {.s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
+                      .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = add,
+                      .avx2 = fid_simd_avx2()};
         fid_pool_for_work(s->pool, s->C, xs * s->C * nt, input_job, &j);
         run_products(s, xs, product_job, &j);
         fid_pool_for_work(s->pool, s->OC, xs * s->OC * nt, output_job, &j);
@@ -753,8 +755,8 @@ void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, con
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         /* the input's patches go to V; dout's tiles to dM; add: dU accumulates after the first chunk */
-        wino_job j = {.avx2 = fid_simd_avx2(), .s = &s2, .src = in, .bn = bn, .coef = coef, .dU = dU, .V = V, .M = dM, .m = 2, .a = 4,
-                      .xs = 16, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = t0 > 0};
+        wino_job j = {.s = &s2, .src = in, .bn = bn, .coef = coef, .dU = dU, .V = V, .M = dM, .m = 2, .a = 4,
+                      .xs = 16, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = t0 > 0, .avx2 = fid_simd_avx2()};
         fid_pool_for_work(s->pool, s->C, 16 * s->C * nt, input_job, &j);
         j.src = dout;
         fid_pool_for_work(s->pool, s->OC, 16 * s->OC * nt, grad_output_job, &j);
