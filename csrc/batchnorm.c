@@ -244,7 +244,7 @@ static void backward_channels(void *ctx, size_t c0, size_t c1)
     const double m = (double)stat_images(s) * (double)hw;
     for (size_t c = c0; c < c1; c++) {
         fid_grad_in q = {.mu = j->cmean[c], .scale = scale_of(j->gamma, j->cinvstd, c),
-                     .bt = j->relu && j->beta ? j->beta[c] : 0.0f, .relu = j->relu};
+                         .bt = j->relu && j->beta ? j->beta[c] : 0.0f, .relu = j->relu};
         const double is = j->cinvstd[c], g = j->gamma ? j->gamma[c] : 1.0;
         /* sum(dy) and sum(dy * xhat), xhat = (x - mean) * invstd */
         double sdy, sdyxm;
@@ -332,11 +332,9 @@ void fid_bn_relu_grad_rows(float *din, size_t din_ns, const float *g, size_t g_n
                            size_t rows, size_t n, const fid_bn_eval *bn, size_t c, int overwrite, double *sdz,
                            double *sdzxm)
 {
-    fid_grad_in q = {.relu = bn->relu};
+    fid_grad_in q = {.dy = g, .x = x, .relu = bn->relu};
     fid_bn_eval_coeffs(bn, c, &q.mu, &q.scale, &q.bt);
     double a, b;
-    q.dy = g;
-    q.x = x;
     fid_bn_sums_grad(&a, &b, &q, g_ns, x_ns, rows, n, din, din_ns, overwrite);
     *sdz += a;
     *sdzxm += b;

@@ -125,27 +125,6 @@ static inline void grad1(double *a, double *b, const fid_grad_in *q, size_t i, f
     if (din) din[i] = overwrite ? q->scale * g : din[i] + q->scale * g;
 }
 
-static void affine_tail(float *y, const float *x, size_t i, size_t n, float mu, float scale, float bt, int relu)
-{
-    for (; i < n; i++) y[i] = fid_bn_affine1(x[i], mu, scale, bt, relu);
-}
-
-static void grad_input_tail(float *dx, const fid_grad_in *q, size_t i, size_t n, float k, float ka, float kb,
-                            int training, int overwrite)
-{
-    for (; i < n; i++) {
-        const float xm = q->x[i] - q->mu;
-        float g = k * (!q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f);
-        if (training) g = g - ka - xm * kb;
-        dx[i] = overwrite ? g : dx[i] + g;
-    }
-}
-
-static void defer_tail(float *d, const float *x, size_t i, size_t n, double A, double Bx)
-{
-    for (; i < n; i++) d[i] += (float)(A + Bx * x[i]);
-}
-
 /* ---- the portable form ---------------------------------------------------- */
 
 /* the lanes' total, in fid_lanes_total's order */
@@ -211,7 +190,7 @@ static void affine_generic(float *y, const float *x, size_t n, float mu, float s
         const vf4 v = (load4(x + i) - vm) * vs + vb;
         store4(y + i, relu ? keep_or_zero(v, relu_keep(v, nr)) : v);
     }
-    affine_tail(y, x, i, n, mu, scale, bt, relu);
+    for (; i < n; i++) y[i] = fid_bn_affine1(x[i], mu, scale, bt, relu);
 }
 
 static void grad_input_generic(float *dx, const fid_grad_in *q, size_t n, float k, float ka, float kb,
@@ -226,7 +205,12 @@ static void grad_input_generic(float *dx, const fid_grad_in *q, size_t n, float 
         if (training) g = g - vka - xm * vkb;
         store4(dx + i, overwrite ? g : load4(dx + i) + g);
     }
-    grad_input_tail(dx, q, i, n, k, ka, kb, training, overwrite);
+    for (; i < n; i++) {
+        const float xm = q->x[i] - q->mu;
+        float g = k * (!q->relu || xm * q->scale + q->bt > 0.0f ? q->dy[i] : 0.0f);
+        if (training) g = g - ka - xm * kb;
+        dx[i] = overwrite ? g : dx[i] + g;
+    }
 }
 
 static void defer_generic(float *d, const float *x, size_t n, double A, double Bx)
@@ -238,7 +222,7 @@ static void defer_generic(float *d, const float *x, size_t n, double A, double B
         const vd2 t0 = va + vb * lo2(v), t1 = va + vb * hi2(v);
         store4(d + i, load4(d + i) + (vf4){(float)t0[0], (float)t0[1], (float)t1[0], (float)t1[1]});
     }
-    defer_tail(d, x, i, n, A, Bx);
+    for (; i < n; i++) d[i] += (float)(A + Bx * x[i]);
 }
 
 /* ---- AVX2 ----------------------------------------------------------------- */

@@ -153,7 +153,6 @@ typedef struct wino_job {
     size_t t0, nt;     /* the chunk: tiles t0 .. t0 + nt - 1 */
     size_t ld;         /* V's and M's row length: stride_of(nt) */
     int add;           /* output: += instead of = */
-    int avx2;          /* fid_simd() is "avx2": input transforms 8 tiles at a time */
 } wino_job;
 
 /* V holds channel c's a^2 transformed patches of tile t at
@@ -437,10 +436,12 @@ static void input_run(const wino_job *j, size_t c, size_t t, size_t img, size_t 
         for (size_t r = keep; r < a; r++) fill_row(j, c, plane, oy + r, m * g, m * len + 4, rr->row[r]);
         size_t i = 0;
 #ifdef WINO_AVX2
-        /* the portable loops below take what is left */
-        if (j->avx2 && m == 4)
+        /* 8 tiles at a time where faceid.simd() is "avx2"; the portable
+           loops below take what is left */
+        const int avx2 = fid_simd_avx2();
+        if (avx2 && m == 4)
             for (; i + 8 <= len; i += 8) input_tiles4_x8(v + i, ld, rr->row, 4 * i);
-        else if (j->avx2)
+        else if (avx2)
             for (; i + 8 <= len; i += 8) input_tiles2_x8(v + i, ld, rr->row, 2 * i);
 #endif
         if (m == 4) {
@@ -677,8 +678,7 @@ void fid_winograd_forward(float *out, const float *in, const float *w, const flo
     for (size_t t0 = 0; t0 < total; t0 += tb) {
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         wino_job j = {.s = s, .src = in, .dst = out, .U = U, .bn = bn, .coef = coef, .V = V, .b = b, .M = M,
-                      .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = add,
-                      .avx2 = fid_simd_avx2()};
+                      .m = m, .a = a, .xs = xs, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = add};
         fid_pool_for_work(s->pool, s->C, xs * s->C * nt, input_job, &j);
         run_products(s, xs, product_job, &j);
         fid_pool_for_work(s->pool, s->OC, xs * s->OC * nt, output_job, &j);
@@ -756,7 +756,7 @@ void fid_winograd_weight_grad(float *dw, const float *in, const float *dout, con
         const size_t nt = total - t0 < tb ? total - t0 : tb;
         /* the input's patches go to V; dout's tiles to dM; add: dU accumulates after the first chunk */
         wino_job j = {.s = &s2, .src = in, .bn = bn, .coef = coef, .dU = dU, .V = V, .M = dM, .m = 2, .a = 4,
-                      .xs = 16, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = t0 > 0, .avx2 = fid_simd_avx2()};
+                      .xs = 16, .t0 = t0, .nt = nt, .ld = stride_of(nt), .add = t0 > 0};
         fid_pool_for_work(s->pool, s->C, 16 * s->C * nt, input_job, &j);
         j.src = dout;
         fid_pool_for_work(s->pool, s->OC, 16 * s->OC * nt, grad_output_job, &j);
